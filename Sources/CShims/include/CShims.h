@@ -1,0 +1,50 @@
+// Linux calls that Swift's Glibc module hides behind _GNU_SOURCE.
+// The header itself must not define _GNU_SOURCE (it clashes with SwiftGlibc); shims.c does.
+#ifndef CSHIMS_H
+#define CSHIMS_H
+
+#include <stdint.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/eventfd.h>
+#include <sys/uio.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <time.h>
+
+/// accept4(2): accept with SOCK_NONBLOCK | SOCK_CLOEXEC in one call.
+int CShims_accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags);
+
+/// pthread_setaffinity_np(3) for the calling thread; CPU_SET is a macro.
+int CShims_pin_current_thread_to_cpu(int cpu);
+
+/// sched_setaffinity(2) for the whole process, to a CPU list like "0" or "1".
+int CShims_pin_process_to_cpu(int cpu);
+
+/// The number of CPUs this process may run on (sched_getaffinity + CPU_COUNT).
+int CShims_available_cpus(void);
+
+/// memmem(3): find a byte string inside a buffer.
+void *CShims_memmem(const void *haystack, size_t hlen, const void *needle, size_t nlen);
+
+/// clock_gettime(CLOCK_MONOTONIC) in nanoseconds.
+uint64_t CShims_monotonic_ns(void);
+
+/// clock_gettime(CLOCK_REALTIME) in nanoseconds since the epoch.
+uint64_t CShims_realtime_ns(void);
+
+/// Blocks SIGTERM, SIGINT, SIGHUP and SIGPIPE for this thread and the threads it creates,
+/// and returns a signalfd that reports the first three. SIGPIPE stays ignored.
+int CShims_signalfd_for_shutdown_signals(void);
+
+/// Reads one signal number from a signalfd, or -1.
+int CShims_read_signalfd(int fd);
+
+/// Ignores SIGPIPE for the process: writes to closed sockets must return EPIPE, not kill us.
+void CShims_ignore_sigpipe(void);
+
+/// The user and system CPU time of this process in nanoseconds (getrusage).
+uint64_t CShims_process_cpu_ns(void);
+
+#endif

@@ -1,0 +1,205 @@
+/// Byte-level HTTP vocabulary shared by the request and response codecs.
+
+/// A range of bytes inside a buffer, as offsets from the start of the parsed head.
+public struct ByteRange: Sendable, Equatable {
+    public var start: Int32
+    public var count: Int32
+    public static let empty = ByteRange(start: 0, count: 0)
+    public init(start: Int32, count: Int32) {
+        self.start = start
+        self.count = count
+    }
+}
+
+public enum HTTPMethod: UInt8, Sendable {
+    case get, head, post, put, delete, options, patch, other
+}
+
+/// The headers the gateway acts on, recognised once while parsing so later passes compare a byte, not a string.
+public enum HeaderKind: UInt8, Sendable {
+    case other
+    case contentLength, transferEncoding, connection, host, expect
+    case keepAlive, te, trailer, upgrade, proxyPrefixed
+    case authorization, xApiKey, xRequestID, xForwardedFor, contentType
+    case xGatewayPrefixed
+}
+
+/// One header line, as ranges of the head's bytes. `kind` says whether the gateway treats it specially.
+public struct HeaderField: Sendable {
+    public var name: ByteRange
+    public var value: ByteRange
+    public var kind: HeaderKind
+    /// True when a `Connection` header names this header: it is hop-by-hop and is not forwarded.
+    public var nominatedByConnection: Bool
+}
+
+/// An error the codec answers itself, with the status and the OpenAI-style code to send back.
+public struct HTTPParseError: Error, Sendable, Equatable {
+    public var status: Int
+    public var code: StaticCode
+    public var message: StaticString
+
+    public static func == (lhs: HTTPParseError, rhs: HTTPParseError) -> Bool {
+        lhs.status == rhs.status && lhs.code == rhs.code
+    }
+
+    public init(status: Int, code: StaticCode, message: StaticString) {
+        self.status = status
+        self.code = code
+        self.message = message
+    }
+
+    public static func bad(_ message: StaticString) -> HTTPParseError {
+        HTTPParseError(status: 400, code: .invalidRequest, message: message)
+    }
+}
+
+/// The error codes of the contract (DESIGN.md, "Client API").
+public enum StaticCode: String, Sendable {
+    case invalidRequest = "invalid_request"
+    case invalidAPIKey = "invalid_api_key"
+    case budgetExceeded = "budget_exceeded"
+    case modelNotAllowed = "model_not_allowed"
+    case modelNotFound = "model_not_found"
+    case notFound = "not_found"
+    case methodNotAllowed = "method_not_allowed"
+    case requestTooLarge = "request_too_large"
+    case requestTimeout = "request_timeout"
+    case rateLimitExceeded = "rate_limit_exceeded"
+    case headersTooLarge = "headers_too_large"
+    case notImplemented = "not_implemented"
+    case upstreamError = "upstream_error"
+    case upstreamUnavailable = "upstream_unavailable"
+    case upstreamTimeout = "upstream_timeout"
+    case shuttingDown = "shutting_down"
+
+    /// The OpenAI error `type` that goes with the code.
+    public var type: String {
+        switch self {
+        case .invalidAPIKey: "authentication_error"
+        case .modelNotAllowed: "permission_error"
+        case .budgetExceeded: "insufficient_quota"
+        case .rateLimitExceeded: "rate_limit_error"
+        case .modelNotFound, .notFound: "not_found_error"
+        case .upstreamError, .upstreamUnavailable, .upstreamTimeout, .shuttingDown: "api_error"
+        default: "invalid_request_error"
+        }
+    }
+}
+
+public enum HTTPStatus {
+    /// The reason phrase for a status line.
+    public static func reason(_ status: Int) -> StaticString {
+        switch status {
+        case 100: "Continue"
+        case 200: "OK"
+        case 204: "No Content"
+        case 400: "Bad Request"
+        case 401: "Unauthorized"
+        case 402: "Payment Required"
+        case 403: "Forbidden"
+        case 404: "Not Found"
+        case 405: "Method Not Allowed"
+        case 408: "Request Timeout"
+        case 413: "Content Too Large"
+        case 429: "Too Many Requests"
+        case 431: "Request Header Fields Too Large"
+        case 500: "Internal Server Error"
+        case 501: "Not Implemented"
+        case 502: "Bad Gateway"
+        case 503: "Service Unavailable"
+        case 504: "Gateway Timeout"
+        default: "Status"
+        }
+    }
+}
+
+/// Byte classes from RFC 9110.
+public enum HTTPBytes {
+    // Byte classes are plain functions, not lookup tables: a global table costs a lazy-initialisation
+    // check and a retain on every access, which showed up in profiles.
+
+    /// tchar: the characters allowed in a token (method, header name).
+    @inline(__always)
+    public static func isToken(_ byte: UInt8) -> Bool {
+        switch byte {
+        case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"), UInt8(ascii: "0")...UInt8(ascii: "9"),
+             UInt8(ascii: "-"), UInt8(ascii: "_"), UInt8(ascii: "."), UInt8(ascii: "!"), UInt8(ascii: "#"), UInt8(ascii: "$"),
+             UInt8(ascii: "%"), UInt8(ascii: "&"), UInt8(ascii: "'"), UInt8(ascii: "*"), UInt8(ascii: "+"), UInt8(ascii: "^"),
+             UInt8(ascii: "`"), UInt8(ascii: "|"), UInt8(ascii: "~"):
+            return true
+        default:
+            return false
+        }
+    }
+
+    /// field-vchar, obs-text, SP and HTAB: what a header value may hold. CR, LF, NUL and other controls may not.
+    @inline(__always)
+    public static func isValueByte(_ byte: UInt8) -> Bool {
+        byte >= 0x20 ? byte != 0x7F : byte == 0x09
+    }
+
+    /// What a request-target may hold: visible ASCII, no spaces or controls.
+    @inline(__always)
+    public static func isTargetByte(_ byte: UInt8) -> Bool {
+        byte >= 0x21 && byte <= 0x7E
+    }
+
+    /// Compares bytes to a lowercase ASCII name, ignoring case. Only valid for token bytes.
+    @inline(__always)
+    public static func equalsLowercase(_ pointer: UnsafeRawPointer, _ count: Int, _ name: StaticString) -> Bool {
+        guard count == name.utf8CodeUnitCount else { return false }
+        let target = name.utf8Start
+        for i in 0..<count where pointer.load(fromByteOffset: i, as: UInt8.self) | 0x20 != target[i] {
+            return false
+        }
+        return true
+    }
+
+    @inline(__always)
+    public static func hasLowercasePrefix(_ pointer: UnsafeRawPointer, _ count: Int, _ prefix: StaticString) -> Bool {
+        guard count >= prefix.utf8CodeUnitCount else { return false }
+        let target = prefix.utf8Start
+        for i in 0..<prefix.utf8CodeUnitCount where pointer.load(fromByteOffset: i, as: UInt8.self) | 0x20 != target[i] {
+            return false
+        }
+        return true
+    }
+
+    /// Two header names equal, ignoring ASCII case.
+    @inline(__always)
+    public static func equalsIgnoringCase(_ a: UnsafeRawPointer, _ b: UnsafeRawPointer, _ count: Int) -> Bool {
+        for i in 0..<count where a.load(fromByteOffset: i, as: UInt8.self) | 0x20 != b.load(fromByteOffset: i, as: UInt8.self) | 0x20 {
+            return false
+        }
+        return true
+    }
+
+    /// Recognises the headers the gateway acts on.
+    @inline(__always)
+    static func classify(_ name: UnsafeRawPointer, _ count: Int) -> HeaderKind {
+        switch count {
+        case 2: return equalsLowercase(name, count, "te") ? .te : .other
+        case 4: return equalsLowercase(name, count, "host") ? .host : .other
+        case 6: return equalsLowercase(name, count, "expect") ? .expect : .other
+        case 7:
+            if equalsLowercase(name, count, "trailer") { return .trailer }
+            if equalsLowercase(name, count, "upgrade") { return .upgrade }
+        case 9: return equalsLowercase(name, count, "x-api-key") ? .xApiKey : .other
+        case 10:
+            if equalsLowercase(name, count, "connection") { return .connection }
+            if equalsLowercase(name, count, "keep-alive") { return .keepAlive }
+        case 12:
+            if equalsLowercase(name, count, "x-request-id") { return .xRequestID }
+            if equalsLowercase(name, count, "content-type") { return .contentType }
+        case 13: return equalsLowercase(name, count, "authorization") ? .authorization : .other
+        case 14: return equalsLowercase(name, count, "content-length") ? .contentLength : .other
+        case 15: return equalsLowercase(name, count, "x-forwarded-for") ? .xForwardedFor : .other
+        case 17: return equalsLowercase(name, count, "transfer-encoding") ? .transferEncoding : .other
+        default: break
+        }
+        if hasLowercasePrefix(name, count, "proxy-") { return .proxyPrefixed }
+        if hasLowercasePrefix(name, count, "x-gateway-") { return .xGatewayPrefixed }
+        return .other
+    }
+}

@@ -1,0 +1,268 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A per-thread free list of fixed-size chunks. A connection takes a chunk when bytes arrive and gives
+/// it back when it has none left to keep, so idle keep-alive connections hold no buffer at all.
+public final class BufferPool {
+    public let chunkSize: Int
+    private var free: [UnsafeMutableRawPointer]
+    private let maxFree: Int
+    public private(set) var outstanding = 0
+
+    public init(chunkSize: Int, maxFree: Int = 4096) {
+        self.chunkSize = chunkSize
+        self.maxFree = maxFree
+        self.free = []
+        self.free.reserveCapacity(maxFree)
+    }
+
+    deinit {
+        for chunk in free { chunk.deallocate() }
+    }
+
+    @inline(__always)
+    public func acquire() -> UnsafeMutableRawPointer {
+        outstanding += 1
+        if let chunk = free.popLast() { return chunk }
+        return UnsafeMutableRawPointer.allocate(byteCount: chunkSize, alignment: 16)
+    }
+
+    @inline(__always)
+    public func release(_ chunk: UnsafeMutableRawPointer) {
+        outstanding -= 1
+        if free.count < maxFree { free.append(chunk) } else { chunk.deallocate() }
+    }
+}
+
+/// A byte buffer over memory it does not own by itself: a pool chunk or a one-off allocation.
+/// Bytes are appended at `writerIndex` and consumed from `readerIndex`; parsers read them in place.
+public struct ByteBuffer {
+    public private(set) var base: UnsafeMutableRawPointer?
+    public private(set) var capacity: Int
+    public var readerIndex = 0
+    public var writerIndex = 0
+    /// Which pool the memory came from: 0 none (heap), 1 small, 2 large.
+    public private(set) var origin: UInt8 = 0
+
+    public init() {
+        base = nil
+        capacity = 0
+    }
+
+    public var isAllocated: Bool { base != nil }
+    @inline(__always) public var readableBytes: Int { writerIndex - readerIndex }
+    @inline(__always) public var writableBytes: Int { capacity - writerIndex }
+    @inline(__always) public var readPointer: UnsafeMutableRawPointer { base! + readerIndex }
+    @inline(__always) public var writePointer: UnsafeMutableRawPointer { base! + writerIndex }
+
+    public mutating func attach(_ memory: UnsafeMutableRawPointer, capacity: Int, origin: UInt8) {
+        precondition(base == nil)
+        self.base = memory
+        self.capacity = capacity
+        self.origin = origin
+        readerIndex = 0
+        writerIndex = 0
+    }
+
+    /// Detaches and returns the memory, or nil when none was attached.
+    public mutating func detach() -> (UnsafeMutableRawPointer, UInt8)? {
+        guard let memory = base else { return nil }
+        let result = (memory, origin)
+        base = nil
+        capacity = 0
+        readerIndex = 0
+        writerIndex = 0
+        origin = 0
+        return result
+    }
+
+    /// Moves the unread bytes to the front to make room at the end.
+    public mutating func compact() {
+        guard let base, readerIndex > 0 else { return }
+        let count = readableBytes
+        if count > 0 { memmove(base, base + readerIndex, count) }
+        readerIndex = 0
+        writerIndex = count
+    }
+
+    public mutating func clear() {
+        readerIndex = 0
+        writerIndex = 0
+    }
+
+    @inline(__always)
+    public mutating func append(_ bytes: UnsafeRawPointer, _ count: Int) {
+        precondition(count <= writableBytes)
+        (base! + writerIndex).copyMemory(from: bytes, byteCount: count)
+        writerIndex += count
+    }
+
+    public mutating func append(_ text: StaticString) {
+        append(UnsafeRawPointer(text.utf8Start), text.utf8CodeUnitCount)
+    }
+
+    public mutating func append(_ bytes: [UInt8]) {
+        bytes.withUnsafeBytes { append($0.baseAddress!, $0.count) }
+    }
+
+    public mutating func append(byte: UInt8) {
+        precondition(writableBytes >= 1)
+        (base! + writerIndex).storeBytes(of: byte, as: UInt8.self)
+        writerIndex += 1
+    }
+
+    /// Appends a decimal number without allocating.
+    public mutating func append(decimal value: Int) {
+        var digits: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8,
+                     UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) =
+            (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+        var v = value < 0 ? UInt(bitPattern: -value) : UInt(value)
+        if value < 0 { append(byte: UInt8(ascii: "-")) }
+        var count = 0
+        withUnsafeMutableBytes(of: &digits) { raw in
+            repeat {
+                raw[19 - count] = UInt8(ascii: "0") + UInt8(v % 10)
+                v /= 10
+                count += 1
+            } while v > 0
+            append(raw.baseAddress! + (20 - count), count)
+        }
+    }
+
+    /// Appends a number in lowercase hex (chunk sizes).
+    public mutating func append(hex value: Int) {
+        var started = false
+        var shift = 60
+        while shift >= 0 {
+            let nibble = (value >> shift) & 0xF
+            if nibble != 0 || started || shift == 0 {
+                started = true
+                append(byte: nibble < 10 ? UInt8(ascii: "0") + UInt8(nibble) : UInt8(ascii: "a") + UInt8(nibble - 10))
+            }
+            shift -= 4
+        }
+    }
+}
+
+/// The thread's buffer pools: 16 KiB chunks for reads and heads, 80 KiB ones for header sections up to 64 KiB.
+public final class Buffers {
+    public static let smallSize = 16 * 1024
+    public static let largeSize = 80 * 1024
+    public let small = BufferPool(chunkSize: Buffers.smallSize)
+    public let large = BufferPool(chunkSize: Buffers.largeSize, maxFree: 64)
+
+    public init() {}
+
+    @inline(__always)
+    public func attachSmall(_ buffer: inout ByteBuffer) {
+        buffer.attach(small.acquire(), capacity: Buffers.smallSize, origin: 1)
+    }
+
+    /// Moves the unread bytes of a small buffer into a large one.
+    public func grow(_ buffer: inout ByteBuffer) {
+        let pending = buffer.readableBytes
+        let memory = large.acquire()
+        if pending > 0 { memory.copyMemory(from: buffer.readPointer, byteCount: pending) }
+        release(&buffer)
+        buffer.attach(memory, capacity: Buffers.largeSize, origin: 2)
+        buffer.writerIndex = pending
+    }
+
+    @inline(__always)
+    public func release(_ buffer: inout ByteBuffer) {
+        guard let (memory, origin) = buffer.detach() else { return }
+        switch origin {
+        case 1: small.release(memory)
+        case 2: large.release(memory)
+        default: memory.deallocate()
+        }
+    }
+
+    /// A one-off heap buffer (large request bodies); `release` frees it.
+    public func attachHeap(_ buffer: inout ByteBuffer, capacity: Int) {
+        buffer.attach(UnsafeMutableRawPointer.allocate(byteCount: max(capacity, 1), alignment: 16), capacity: capacity, origin: 0)
+    }
+}
+
+/// Segments waiting to be written with one writev. Holds pointers, not bytes: the owner keeps the memory alive.
+public struct OutboundQueue {
+    public static let maxSegments = 16
+    private let iov: UnsafeMutablePointer<iovec>
+    private var start = 0
+    private var end = 0
+    public private(set) var pendingBytes = 0
+
+    public init() {
+        iov = .allocate(capacity: OutboundQueue.maxSegments)
+    }
+
+    /// Frees the segment array; call once when the owner dies.
+    public func deallocate() { iov.deallocate() }
+
+    public var isEmpty: Bool { pendingBytes == 0 }
+    public var segmentSpace: Int { OutboundQueue.maxSegments - end }
+
+    @inline(__always)
+    public mutating func append(_ base: UnsafeRawPointer, _ count: Int) {
+        guard count > 0 else { return }
+        precondition(end < OutboundQueue.maxSegments, "too many outbound segments")
+        iov[end] = iovec(iov_base: UnsafeMutableRawPointer(mutating: base), iov_len: count)
+        end += 1
+        pendingBytes += count
+    }
+
+    public mutating func removeAll() {
+        start = 0
+        end = 0
+        pendingBytes = 0
+    }
+
+    public enum FlushResult { case done, wouldBlock, failed(IOError) }
+
+    /// Writes as much as the socket takes. `.wouldBlock` leaves the rest queued.
+    @inline(__always)
+    public mutating func flush(to fd: Int32) -> FlushResult {
+        while pendingBytes > 0 {
+            let written: Int
+            do {
+                let result: IOResult<Int>
+                if end - start == 1 {
+                    result = try Posix.send(fd, iov[start].iov_base!, iov[start].iov_len)
+                } else {
+                    result = try Posix.writev(fd, iov + start, Int32(end - start))
+                }
+                switch result {
+                case .processed(let n): written = n
+                case .wouldBlock: return .wouldBlock
+                }
+            } catch {
+                return .failed(error)
+            }
+            advance(by: written)
+        }
+        start = 0
+        end = 0
+        return .done
+    }
+
+    private mutating func advance(by count: Int) {
+        var remaining = count
+        pendingBytes -= count
+        while remaining > 0 {
+            let length = iov[start].iov_len
+            if remaining >= length {
+                remaining -= length
+                start += 1
+            } else {
+                iov[start].iov_base = iov[start].iov_base! + remaining
+                iov[start].iov_len = length - remaining
+                remaining = 0
+            }
+        }
+        if pendingBytes == 0 {
+            start = 0
+            end = 0
+        }
+    }
+}

@@ -1,0 +1,161 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CShims
+
+/// An errno from a system call that the caller may want to handle (ECONNREFUSED, EPIPE, ...).
+public struct IOError: Error, CustomStringConvertible, Sendable {
+    public let errno: Int32
+    public let function: StaticString
+
+    public init(errno: Int32, function: StaticString) {
+        self.errno = errno
+        self.function = function
+    }
+
+    public var description: String {
+        "\(function): errno \(errno)"
+    }
+}
+
+/// The outcome of a nonblocking call: it did something, or it would have blocked.
+public enum IOResult<T> {
+    case processed(T)
+    case wouldBlock
+}
+
+/// Runs a system call once, in the one way every caller needs:
+/// - EINTR is retried;
+/// - EAGAIN becomes `.wouldBlock`;
+/// - EBADF and EFAULT mean a bug in this process, so they trap;
+/// - any other errno is thrown.
+@inline(__always)
+func syscall<T: FixedWidthInteger>(
+    _ function: StaticString, _ body: () -> T
+) throws(IOError) -> IOResult<T> {
+    while true {
+        let result = body()
+        if result >= 0 { return .processed(result) }
+        let code = errno
+        switch code {
+        case EINTR:
+            continue
+        case EAGAIN, EWOULDBLOCK, EINPROGRESS:
+            return .wouldBlock
+        case EBADF, EFAULT:
+            fatalError("\(function) failed with errno \(code): a bug in the caller")
+        default:
+            throw IOError(errno: code, function: function)
+        }
+    }
+}
+
+/// Thin, typed wrappers of the POSIX calls the reactor uses. Nothing else calls these C functions.
+public enum Posix {
+    @inline(__always)
+    public static func read(_ fd: Int32, _ buffer: UnsafeMutableRawPointer, _ count: Int) throws(IOError) -> IOResult<Int> {
+        try syscall("read") { Glibc.read(fd, buffer, count) }
+    }
+
+    @inline(__always)
+    public static func write(_ fd: Int32, _ buffer: UnsafeRawPointer, _ count: Int) throws(IOError) -> IOResult<Int> {
+        try syscall("write") { Glibc.write(fd, buffer, count) }
+    }
+
+    @inline(__always)
+    public static func writev(_ fd: Int32, _ iov: UnsafePointer<iovec>, _ count: Int32) throws(IOError) -> IOResult<Int> {
+        try syscall("writev") { Glibc.writev(fd, iov, count) }
+    }
+
+    /// send(2) with MSG_NOSIGNAL, for one contiguous buffer.
+    @inline(__always)
+    public static func send(_ fd: Int32, _ buffer: UnsafeRawPointer, _ count: Int) throws(IOError) -> IOResult<Int> {
+        try syscall("send") { Glibc.send(fd, buffer, count, Int32(MSG_NOSIGNAL)) }
+    }
+
+    public static func close(_ fd: Int32) {
+        // Linux always frees the descriptor, even when close reports EINTR: never retry.
+        _ = Glibc.close(fd)
+    }
+
+    public static func shutdownWrite(_ fd: Int32) {
+        _ = Glibc.shutdown(fd, Int32(SHUT_WR))
+    }
+
+    public static func socket(domain: Int32, type: Int32) throws(IOError) -> Int32 {
+        let flags = type | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue)
+        guard case .processed(let fd) = try syscall("socket", { Glibc.socket(domain, flags, 0) }) else {
+            throw IOError(errno: EAGAIN, function: "socket")
+        }
+        return fd
+    }
+
+    public static func setOption(_ fd: Int32, level: Int32, name: Int32, value: Int32) {
+        var value = value
+        _ = setsockopt(fd, level, name, &value, socklen_t(MemoryLayout<Int32>.size))
+    }
+
+    public static func accept(_ fd: Int32, address: UnsafeMutablePointer<sockaddr_storage>) throws(IOError) -> IOResult<Int32> {
+        var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        let flags = Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue)
+        return try address.withMemoryRebound(to: sockaddr.self, capacity: 1) { (pointer) throws(IOError) -> IOResult<Int32> in
+            try syscall("accept4") { CShims_accept4(fd, pointer, &length, flags) }
+        }
+    }
+
+    /// The pending error of a socket (SO_ERROR), for a nonblocking connect that finished.
+    public static func socketError(_ fd: Int32) -> Int32 {
+        var value: Int32 = 0
+        var length = socklen_t(MemoryLayout<Int32>.size)
+        _ = getsockopt(fd, SOL_SOCKET, SO_ERROR, &value, &length)
+        return value
+    }
+
+    public static func epollCreate() -> Int32 {
+        let fd = epoll_create1(Int32(EPOLL_CLOEXEC))
+        precondition(fd >= 0, "epoll_create1 failed: \(errno)")
+        return fd
+    }
+
+    public static func epollControl(_ epfd: Int32, _ op: Int32, _ fd: Int32, events: UInt32, data: UInt64) {
+        var event = epoll_event()
+        event.events = events
+        event.data.u64 = data
+        let result = epoll_ctl(epfd, op, fd, &event)
+        if result != 0 {
+            let code = errno
+            // ENOENT on delete or EEXIST on add mean our bookkeeping is wrong.
+            fatalError("epoll_ctl(op \(op), fd \(fd)) failed with errno \(code)")
+        }
+    }
+
+    public static func epollWait(_ epfd: Int32, _ events: UnsafeMutablePointer<epoll_event>, _ max: Int32, timeoutMs: Int32) -> Int {
+        while true {
+            let n = epoll_wait(epfd, events, max, timeoutMs)
+            if n >= 0 { return Int(n) }
+            if errno == EINTR { continue }
+            fatalError("epoll_wait failed with errno \(errno)")
+        }
+    }
+
+    public static func eventfd() -> Int32 {
+        let fd = CShims.eventfd(0, Int32(EFD_NONBLOCK) | Int32(EFD_CLOEXEC))
+        precondition(fd >= 0, "eventfd failed: \(errno)")
+        return fd
+    }
+}
+
+/// Monotonic and wall clocks in nanoseconds.
+public enum Clock {
+    @inline(__always) public static func monotonicNs() -> UInt64 { CShims_monotonic_ns() }
+    @inline(__always) public static func realtimeNs() -> UInt64 { CShims_realtime_ns() }
+    public static func processCPUNs() -> UInt64 { CShims_process_cpu_ns() }
+}
+
+public enum CPU {
+    /// The number of CPUs this process may run on.
+    public static var available: Int { Int(CShims_available_cpus()) }
+
+    @discardableResult
+    public static func pinCurrentThread(to cpu: Int) -> Bool { CShims_pin_current_thread_to_cpu(Int32(cpu)) == 0 }
+}

@@ -1,0 +1,719 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import GatewayHTTP
+import GatewayIO
+
+/// The API paths the gateway knows. Anything else is a 404.
+enum Endpoint {
+    case chatCompletions, completions, embeddings, messages, models, health, unknown
+
+    var isProxied: Bool {
+        switch self {
+        case .chatCompletions, .completions, .embeddings, .messages: true
+        default: false
+        }
+    }
+
+    /// Classifies the request target's path (the part before '?').
+    static func classify(_ target: UnsafeRawBufferPointer) -> Endpoint {
+        var count = target.count
+        if let query = target.firstIndex(of: UInt8(ascii: "?")) { count = query }
+        let path = UnsafeRawBufferPointer(rebasing: target[0..<count])
+        func equals(_ text: StaticString) -> Bool {
+            path.count == text.utf8CodeUnitCount && memcmp(path.baseAddress!, text.utf8Start, path.count) == 0
+        }
+        switch count {
+        case 20 where equals("/v1/chat/completions"): return .chatCompletions
+        case 15 where equals("/v1/completions"): return .completions
+        case 14 where equals("/v1/embeddings"): return .embeddings
+        case 12 where equals("/v1/messages"): return .messages
+        case 10 where equals("/v1/models"): return .models
+        case 7 where equals("/health"): return .health
+        default: return .unknown
+        }
+    }
+}
+
+/// One client's HTTP/1.1 connection: it parses requests in place, picks the upstream from the body's
+/// `model`, and relays the response as it arrives. One request is in flight at a time; pipelined
+/// requests wait in the read buffer and are answered in order.
+///
+/// Memory: the read buffer, the upstream head and the response head are pool chunks taken while a
+/// request is active and given back when the connection goes idle. A request that fits in the read
+/// buffer is forwarded from it without a copy; a larger body, or a chunked one, goes to a heap buffer.
+final class ClientConnection: EventHandler, UpstreamExchange {
+    enum State { case idle, readingHead, readingBody, proxying, closed }
+    enum BodyMode { case none, inInput, heapLength, heapChunked }
+
+    private unowned(unsafe) let context: LoopContext
+    private let loop: EventLoop
+    private let fd: Int32
+    private let peer: SocketAddress
+    private var registration = Registration.none
+    private(set) var state = State.idle
+
+    private var input = ByteBuffer()
+    private var body = ByteBuffer()
+    private var headCopy = ByteBuffer()
+    private var upstreamHead = ByteBuffer()
+    private var responseHead = ByteBuffer()
+    private var out = OutboundQueue()
+    private let parser = HTTPHeadParser()
+    private var decoder = ChunkedDecoder()
+
+    private var deadline: UInt64 = 0
+    private var writeDeadline: UInt64 = 0
+    private var wantsWrite = false
+    private var readPaused = false
+    private var peerClosedInput = false
+    private var closeAfterFlush = false
+    private var draining = false
+    private var processing = false
+
+    // The request in flight.
+    private var keepAlive = true
+    private var minorVersion = 1
+    private var endpoint = Endpoint.unknown
+    private var bodyMode = BodyMode.none
+    private var headEnd = 0
+    private var contentLength = 0
+    private var bodyPointer: UnsafeRawPointer?
+    private var bodyCount = 0
+    private var modelRange: Range<Int> = 0..<0
+    private var deployment: DeploymentRoute?
+    private var pool: UpstreamPool?
+    private var upstream: UpstreamConnection?
+    private var waitingForUpstream = false
+    private var attempts = 0
+    private var responseStarted = false
+    private var closeAfterResponse = false
+    private let requestID: UnsafeMutableRawPointer
+    private var requestIDCount = 0
+    private let peerHost: UnsafeMutableRawPointer
+    private var peerHostCount = 0
+
+    init(fd: Int32, peer: SocketAddress, context: LoopContext) {
+        self.fd = fd
+        self.peer = peer
+        self.context = context
+        self.loop = context.loop
+        requestID = .allocate(byteCount: 128, alignment: 1)
+        peerHost = .allocate(byteCount: 64, alignment: 1)
+        peerHostCount = peer.writeHost(into: peerHost, capacity: 64)
+    }
+
+    deinit {
+        requestID.deallocate()
+        peerHost.deallocate()
+        out.deallocate()
+    }
+
+    func start() {
+        registration = loop.register(fd: fd, interest: Interest.read, handler: self)
+        deadline = loop.now + context.config.idleTimeoutNs
+    }
+
+    // MARK: Events
+
+    func handleEvent(_ events: UInt32) {
+        if events & EventBits.writable != 0 && wantsWrite {
+            onWritable()
+            guard state != .closed else { return }
+        }
+        if events & (EventBits.readable | EventBits.readHangup | EventBits.error | EventBits.hangup) != 0 {
+            onReadable()
+        }
+    }
+
+    func tick(now: UInt64) {
+        if wantsWrite && now > writeDeadline {
+            closeNow()
+            return
+        }
+        switch state {
+        case .idle where now > deadline && out.isEmpty:
+            closeNow()
+        case .readingHead where now > deadline, .readingBody where now > deadline:
+            respondError(408, .requestTimeout, "the request was not received within the timeout", close: true)
+        case .proxying where waitingForUpstream && now > deadline:
+            waitingForUpstream = false
+            pool?.cancelWait(self)
+            upstreamFailed(.connectTimeout)
+        default:
+            break
+        }
+    }
+
+    /// Shutdown: close now when idle, otherwise after the response in flight.
+    func drain() {
+        draining = true
+        if state == .idle && out.isEmpty && input.readableBytes == 0 { closeNow() }
+    }
+
+    private func onReadable() {
+        if peerClosedInput { return }
+        if !input.isAllocated { loop.buffers.attachSmall(&input) }
+        let readingIntoBody = state == .readingBody && bodyMode == .heapLength
+        if !readingIntoBody && input.writableBytes == 0 {
+            switch state {
+            case .idle, .readingHead:
+                if input.readerIndex > 0 {
+                    input.compact()
+                    parser.reset()
+                } else if input.capacity == Buffers.smallSize {
+                    loop.buffers.grow(&input)
+                }
+            case .readingBody where bodyMode == .heapChunked:
+                input.compact()
+            default:
+                break
+            }
+            if input.writableBytes == 0 {
+                // Busy with a request and the next ones fill the buffer: stop reading (backpressure).
+                readPaused = true
+                updateInterest()
+                return
+            }
+        }
+        let result: IOResult<Int>
+        do {
+            if readingIntoBody {
+                let wanted = contentLength - body.writerIndex
+                result = try Posix.read(fd, body.writePointer, wanted)
+            } else {
+                result = try Posix.read(fd, input.writePointer, input.writableBytes)
+            }
+        } catch {
+            closeNow()
+            return
+        }
+        guard case .processed(let count) = result else { return }
+        if count == 0 {
+            peerClosedInput = true
+            switch state {
+            case .proxying:
+                // Half-close: answer the request in flight, then close.
+                updateInterest()
+            default:
+                if out.isEmpty { closeNow() } else { closeAfterFlush = true; updateInterest() }
+            }
+            return
+        }
+        if readingIntoBody {
+            body.writerIndex += count
+        } else {
+            input.writerIndex += count
+        }
+        switch state {
+        case .idle:
+            state = .readingHead
+            deadline = loop.now + context.config.headerTimeoutNs
+        case .readingBody:
+            deadline = loop.now + context.config.idleTimeoutNs
+        default:
+            break
+        }
+        process()
+    }
+
+    private func onWritable() {
+        guard flush() else { return }
+        if let upstream, responseStarted {
+            upstream.resume()
+            return
+        }
+        afterFlush()
+    }
+
+    /// Runs when everything queued has been written and no upstream is waiting on us.
+    private func afterFlush() {
+        if closeAfterFlush {
+            closeNow()
+            return
+        }
+        if state == .idle {
+            if input.readableBytes == 0 { releaseIdleBuffers() }
+            process()
+        }
+    }
+
+    private func updateInterest() {
+        var interest = Interest.none
+        if !peerClosedInput && !readPaused { interest |= Interest.read }
+        if wantsWrite { interest |= Interest.write }
+        loop.setInterest(registration, interest)
+    }
+
+    /// Writes what is queued. Returns true when all of it went out.
+    private func flush() -> Bool {
+        switch out.flush(to: fd) {
+        case .done:
+            if wantsWrite {
+                wantsWrite = false
+                updateInterest()
+            }
+            return true
+        case .wouldBlock:
+            if !wantsWrite {
+                wantsWrite = true
+                writeDeadline = loop.now + context.config.idleTimeoutNs
+                updateInterest()
+            }
+            return false
+        case .failed:
+            closeNow()
+            return false
+        }
+    }
+
+    // MARK: Requests
+
+    /// Parses and starts requests from the read buffer until it needs more bytes or a request is in flight.
+    private func process() {
+        guard !processing else { return }
+        processing = true
+        defer { processing = false }
+        while true {
+            switch state {
+            case .idle, .readingHead:
+                // Pipelined requests wait until the previous response has gone out.
+                guard out.isEmpty, !closeAfterFlush, input.readableBytes > 0 else { return }
+                switch parser.parseRequest(input.readPointer, input.readableBytes) {
+                case .incomplete:
+                    if state == .idle {
+                        state = .readingHead
+                        deadline = loop.now + context.config.headerTimeoutNs
+                    }
+                    return
+                case .failed(let error):
+                    respondError(error.status, error.code, String(describing: error.message), close: true)
+                    return
+                case .complete:
+                    startRequest()
+                }
+            case .readingBody:
+                guard bodyComplete() else { return }
+                dispatch()
+            case .proxying, .closed:
+                return
+            }
+        }
+    }
+
+    private func startRequest() {
+        keepAlive = parser.keepAlive && !draining
+        minorVersion = parser.minorVersion
+        requestIDCount = 0
+        attempts = 0
+        responseStarted = false
+        closeAfterResponse = false
+        headEnd = input.readerIndex + parser.headLength
+        endpoint = Endpoint.classify(parser.bytes(parser.target))
+        if let id = parser.value(of: .xRequestID), id.count > 0, id.count <= 128 {
+            requestID.copyMemory(from: parser.base + Int(id.start), byteCount: Int(id.count))
+            requestIDCount = Int(id.count)
+        }
+        let hasBody = parser.chunked || parser.contentLength > 0
+        if parser.contentLength > Int64(context.config.maxBodyBytes) {
+            respondError(413, .requestTooLarge, "the request body exceeds \(context.config.maxBodyBytes) bytes", close: true)
+            return
+        }
+        contentLength = max(0, Int(parser.contentLength))
+        if !endpoint.isProxied {
+            // Local endpoints take no body; skip one that is already here, else close after answering.
+            if hasBody && (parser.chunked || input.writerIndex - headEnd < contentLength) { closeAfterResponse = true }
+            input.readerIndex = min(input.writerIndex, headEnd + contentLength)
+            answerLocally()
+            return
+        }
+        guard parser.method == .post else {
+            if hasBody { closeAfterResponse = true }
+            input.readerIndex = min(input.writerIndex, headEnd + contentLength)
+            respondError(405, .methodNotAllowed, "this endpoint takes POST", close: closeAfterResponse)
+            return
+        }
+        if !parser.chunked && headEnd + contentLength <= input.capacity {
+            bodyMode = .inInput
+        } else {
+            // The body will not fit beside the head: keep a copy of the head, and collect the body apart.
+            let headStart = input.readerIndex
+            loop.buffers.attachHeap(&headCopy, capacity: parser.headLength)
+            headCopy.append(input.base! + headStart, parser.headLength)
+            parser.rebase(to: headCopy.base!)
+            input.readerIndex = headEnd
+            if parser.chunked {
+                bodyMode = .heapChunked
+                decoder.reset()
+                loop.buffers.attachHeap(&body, capacity: min(64 * 1024, context.config.maxBodyBytes + 1))
+            } else {
+                bodyMode = .heapLength
+                loop.buffers.attachHeap(&body, capacity: contentLength)
+                let already = min(input.readableBytes, contentLength)
+                body.append(input.readPointer, already)
+                input.readerIndex += already
+            }
+        }
+        state = .readingBody
+        deadline = loop.now + context.config.idleTimeoutNs
+        if parser.expectContinue && !bodyComplete() && state == .readingBody {
+            let interim: StaticString = "HTTP/1.1 100 Continue\r\n\r\n"
+            out.append(UnsafeRawPointer(interim.utf8Start), interim.utf8CodeUnitCount)
+            _ = flush()
+        }
+    }
+
+    /// True when the whole body is here. Decodes chunked bodies on the way.
+    private func bodyComplete() -> Bool {
+        switch bodyMode {
+        case .none:
+            return true
+        case .inInput:
+            return input.writerIndex - headEnd >= contentLength
+        case .heapLength:
+            return body.writerIndex == contentLength
+        case .heapChunked:
+            let limit = context.config.maxBodyBytes
+            var tooLarge = false
+            let feed = decoder.feed(input.readPointer, input.readableBytes) { data, count in
+                if body.writerIndex + count > limit {
+                    tooLarge = true
+                    return
+                }
+                if body.writableBytes < count { growBody(to: body.writerIndex + count) }
+                body.append(data, count)
+            }
+            if tooLarge {
+                respondError(413, .requestTooLarge, "the request body exceeds \(limit) bytes", close: true)
+                return false
+            }
+            if let error = feed.error {
+                respondError(400, .invalidRequest, "malformed chunked body: \(error)", close: true)
+                return false
+            }
+            input.readerIndex += feed.consumed
+            if input.readableBytes == 0 { input.clear() }
+            return feed.done
+        }
+    }
+
+    private func growBody(to needed: Int) {
+        var capacity = max(body.capacity * 2, needed)
+        capacity = min(capacity, context.config.maxBodyBytes + 1)
+        var grown = ByteBuffer()
+        loop.buffers.attachHeap(&grown, capacity: capacity)
+        grown.append(body.base!, body.writerIndex)
+        loop.buffers.release(&body)
+        body = grown
+    }
+
+    /// The body is complete: find the model, pick the deployment, and ask its pool for a connection.
+    private func dispatch() {
+        switch bodyMode {
+        case .inInput:
+            bodyPointer = UnsafeRawPointer(input.base! + headEnd)
+            bodyCount = contentLength
+            input.readerIndex = headEnd + contentLength
+        case .heapLength, .heapChunked:
+            bodyPointer = UnsafeRawPointer(body.base!)
+            bodyCount = body.writerIndex
+        case .none:
+            bodyPointer = nil
+            bodyCount = 0
+        }
+        state = .proxying
+        let bodyBytes = UnsafeRawBufferPointer(start: bodyPointer, count: bodyCount)
+        let fields = JSONFieldScanner.scan(bodyBytes)
+        guard fields.isObject else {
+            respondError(400, .invalidRequest, "the request body must be a JSON object", close: false)
+            return
+        }
+        guard let modelRange = fields.model, modelRange.count > 0 else {
+            respondError(400, .invalidRequest, "the request body has no 'model'", close: false)
+            return
+        }
+        self.modelRange = modelRange
+        let modelName = UnsafeRawBufferPointer(rebasing: bodyBytes[modelRange])
+        guard let model = context.config.model(named: modelName) else {
+            let name = String(decoding: modelName, as: UTF8.self)
+            respondError(404, .modelNotFound, "the model '\(name)' does not exist", close: false)
+            return
+        }
+        let chosen = model.deployments[0]
+        deployment = chosen
+        pool = context.pools[chosen.providerIndex]
+        if requestIDCount == 0 { requestIDCount = context.writeRequestID(requestID) }
+        buildUpstreamHead(chosen, provider: context.config.providers[chosen.providerIndex])
+        attempts = 1
+        waitingForUpstream = true
+        deadline = loop.now + context.config.connectTimeoutNs
+        pool!.acquire(for: self)
+    }
+
+    /// Writes the request head for the upstream: hop-by-hop and credential headers dropped, the
+    /// provider's host and key added, the body re-framed with Content-Length.
+    private func buildUpstreamHead(_ deployment: DeploymentRoute, provider: ProviderRoute) {
+        loop.buffers.release(&upstreamHead)
+        let needed = parser.headLength + provider.basePath.count + provider.credentialLines.count + 512
+        if needed <= Buffers.smallSize {
+            loop.buffers.attachSmall(&upstreamHead)
+        } else {
+            loop.buffers.attachHeap(&upstreamHead, capacity: needed)
+        }
+        let base = parser.base
+        upstreamHead.append(base + Int(parser.methodRange.start), Int(parser.methodRange.count))
+        upstreamHead.append(byte: UInt8(ascii: " "))
+        upstreamHead.append(provider.basePath)
+        // The client's "/v1" is replaced by the provider's base path.
+        upstreamHead.append(base + Int(parser.target.start) + 3, Int(parser.target.count) - 3)
+        upstreamHead.append(" HTTP/1.1\r\n")
+        upstreamHead.append(provider.hostLine)
+        var forwardedFor: HeaderField?
+        for i in 0..<parser.fieldCount {
+            let field = parser.fields[i]
+            switch field.kind {
+            case .other, .contentType:
+                if field.nominatedByConnection { continue }
+                appendField(field, to: &upstreamHead)
+            case .xForwardedFor:
+                forwardedFor = field
+            default:
+                continue
+            }
+        }
+        upstreamHead.append(provider.credentialLines)
+        upstreamHead.append("x-forwarded-for: ")
+        if let forwardedFor, forwardedFor.value.count > 0 {
+            upstreamHead.append(base + Int(forwardedFor.value.start), Int(forwardedFor.value.count))
+            upstreamHead.append(", ")
+        }
+        upstreamHead.append(peerHost, peerHostCount)
+        upstreamHead.append("\r\nx-request-id: ")
+        upstreamHead.append(requestID, requestIDCount)
+        upstreamHead.append("\r\ncontent-length: ")
+        let length = deployment.renames ? bodyCount - modelRange.count + deployment.upstreamModel.count : bodyCount
+        upstreamHead.append(decimal: length)
+        upstreamHead.append("\r\n\r\n")
+    }
+
+    @inline(__always)
+    private func appendField(_ field: HeaderField, to buffer: inout ByteBuffer) {
+        let base = parser.base
+        buffer.append(base + Int(field.name.start), Int(field.name.count))
+        buffer.append(": ")
+        buffer.append(base + Int(field.value.start), Int(field.value.count))
+        buffer.append("\r\n")
+    }
+
+    // MARK: UpstreamExchange
+
+    func upstreamReady(_ connection: UpstreamConnection) {
+        waitingForUpstream = false
+        upstream = connection
+        connection.passRawChunks = minorVersion >= 1
+        connection.out.append(upstreamHead.readPointer, upstreamHead.readableBytes)
+        if let bodyPointer, bodyCount > 0 {
+            if let deployment, deployment.renames {
+                connection.out.append(bodyPointer, modelRange.lowerBound)
+                deployment.upstreamModel.withUnsafeBytes { connection.out.append($0.baseAddress!, $0.count) }
+                connection.out.append(bodyPointer + modelRange.upperBound, bodyCount - modelRange.upperBound)
+            } else {
+                connection.out.append(bodyPointer, bodyCount)
+            }
+        }
+        deadline = 0
+        connection.sendQueued()
+    }
+
+    func upstreamFailed(_ failure: UpstreamFailure) {
+        upstream = nil
+        waitingForUpstream = false
+        if case .failed(_, let retryable) = failure, retryable, attempts == 1, let pool {
+            // A reused connection closed under us before any response byte: try once on a new one.
+            attempts += 1
+            waitingForUpstream = true
+            deadline = loop.now + context.config.connectTimeoutNs
+            pool.acquire(for: self, fresh: true)
+            return
+        }
+        let label = deployment.map { String(decoding: $0.label, as: UTF8.self) } ?? "?"
+        let id = String(decoding: UnsafeRawBufferPointer(start: requestID, count: requestIDCount), as: UTF8.self)
+        Log.error("upstream \(label) request \(id): \(failure.message) -> \(failure.status)")
+        respondError(failure.status, failure.code, failure.message, close: false)
+    }
+
+    func upstreamResponseHead(_ parser: HTTPHeadParser, framing: ResponseFraming) {
+        responseStarted = true
+        var chunkedToClient = false
+        switch framing {
+        case .chunked:
+            if minorVersion >= 1 { chunkedToClient = true } else { closeAfterResponse = true }
+        case .untilClose:
+            closeAfterResponse = true
+        default:
+            break
+        }
+        let close = !keepAlive || closeAfterResponse || draining || peerClosedInput
+        keepAlive = !close
+        loop.buffers.release(&responseHead)
+        let needed = parser.headLength + 512 + requestIDCount
+        if needed <= Buffers.smallSize {
+            loop.buffers.attachSmall(&responseHead)
+        } else {
+            loop.buffers.attachHeap(&responseHead, capacity: needed)
+        }
+        let base = parser.base
+        responseHead.append("HTTP/1.1 ")
+        let lineLength = parser.startLineLength
+        responseHead.append(base + 9, max(3, lineLength - 9))
+        responseHead.append("\r\n")
+        for i in 0..<parser.fieldCount {
+            let field = parser.fields[i]
+            switch field.kind {
+            case .connection, .keepAlive, .te, .trailer, .upgrade, .proxyPrefixed, .transferEncoding, .xRequestID:
+                continue
+            default:
+                if field.nominatedByConnection { continue }
+                responseHead.append(base + Int(field.name.start), Int(field.name.count))
+                responseHead.append(": ")
+                responseHead.append(base + Int(field.value.start), Int(field.value.count))
+                responseHead.append("\r\n")
+            }
+        }
+        if chunkedToClient { responseHead.append("transfer-encoding: chunked\r\n") }
+        responseHead.append("x-request-id: ")
+        responseHead.append(requestID, requestIDCount)
+        if let deployment {
+            responseHead.append("\r\nx-gateway-deployment: ")
+            responseHead.append(deployment.label)
+        }
+        responseHead.append("\r\nx-gateway-attempts: ")
+        responseHead.append(decimal: attempts)
+        responseHead.append(close ? "\r\nconnection: close\r\n\r\n" : "\r\n\r\n")
+        out.append(responseHead.readPointer, responseHead.readableBytes)
+    }
+
+    func upstreamBody(_ bytes: UnsafeRawPointer, _ count: Int) -> Bool {
+        out.append(bytes, count)
+        return flush()
+    }
+
+    func upstreamResponseComplete() {
+        upstream = nil
+        finishRequest()
+    }
+
+    func upstreamAborted() {
+        upstream = nil
+        Log.error("upstream reset after the response started; closing the client connection")
+        closeNow()
+    }
+
+    // MARK: Local responses
+
+    private func answerLocally() {
+        switch endpoint {
+        case .models:
+            guard parser.method == .get else {
+                respondError(405, .methodNotAllowed, "this endpoint takes GET", close: closeAfterResponse)
+                return
+            }
+            respondJSON(200, context.config.modelListBody)
+        case .health:
+            respondJSON(200, Array("{\"status\":\"ok\"}".utf8))
+        default:
+            respondError(404, .notFound, "no such endpoint", close: closeAfterResponse)
+        }
+    }
+
+    private func respondJSON(_ status: Int, _ json: [UInt8]) {
+        state = .proxying
+        let close = closeAfterResponse || !keepAlive || draining
+        loop.buffers.release(&responseHead)
+        loop.buffers.attachHeap(&responseHead, capacity: json.count + 256)
+        responseHead.append("HTTP/1.1 ")
+        responseHead.append(decimal: status)
+        responseHead.append(" OK\r\ncontent-type: application/json\r\ncontent-length: ")
+        responseHead.append(decimal: json.count)
+        responseHead.append(close ? "\r\nconnection: close\r\n\r\n" : "\r\n\r\n")
+        responseHead.append(json)
+        keepAlive = !close
+        out.append(responseHead.readPointer, responseHead.readableBytes)
+        finishRequest()
+    }
+
+    /// Answers with an OpenAI-style error. `close` when the request's framing is unknown or broken.
+    private func respondError(_ status: Int, _ code: StaticCode, _ message: String, close: Bool) {
+        let closing = close || closeAfterResponse || !keepAlive || draining
+        if closing { keepAlive = false }
+        state = .proxying
+        loop.buffers.release(&responseHead)
+        let body = ErrorBody.json(code: code, message: message)
+        loop.buffers.attachHeap(&responseHead, capacity: body.count + 512)
+        let id = requestIDCount > 0 ? UnsafeRawBufferPointer(start: requestID, count: requestIDCount) : nil
+        ErrorBody.appendResponse(to: &responseHead, status: status, code: code, message: message, close: closing, requestID: id)
+        out.append(responseHead.readPointer, responseHead.readableBytes)
+        if closing { closeAfterFlush = true }
+        finishRequest()
+    }
+
+    // MARK: Ends
+
+    /// The response is queued: reset for the next request, or close when the connection ends here.
+    private func finishRequest() {
+        loop.buffers.release(&body)
+        loop.buffers.release(&headCopy)
+        bodyMode = .none
+        bodyPointer = nil
+        bodyCount = 0
+        deployment = nil
+        pool = nil
+        state = .idle
+        deadline = loop.now + context.config.idleTimeoutNs
+        if !keepAlive || draining || peerClosedInput { closeAfterFlush = true }
+        if readPaused {
+            readPaused = false
+            updateInterest()
+        }
+        guard flush() else { return }
+        if closeAfterFlush {
+            closeNow()
+            return
+        }
+        if input.readableBytes == 0 {
+            releaseIdleBuffers()
+        } else if input.readerIndex > 0 {
+            input.compact()
+            parser.reset()
+        }
+        process()
+    }
+
+    private func releaseIdleBuffers() {
+        loop.buffers.release(&input)
+        loop.buffers.release(&upstreamHead)
+        loop.buffers.release(&responseHead)
+        parser.reset()
+    }
+
+    private func closeNow() {
+        guard state != .closed else { return }
+        state = .closed
+        if let upstream {
+            self.upstream = nil
+            upstream.cancel()
+        }
+        if waitingForUpstream {
+            waitingForUpstream = false
+            pool?.cancelWait(self)
+        }
+        loop.deregisterAndClose(registration)
+        out.removeAll()
+        loop.buffers.release(&input)
+        loop.buffers.release(&body)
+        loop.buffers.release(&headCopy)
+        loop.buffers.release(&upstreamHead)
+        loop.buffers.release(&responseHead)
+        context.clientClosed()
+    }
+}

@@ -1,0 +1,85 @@
+import GatewayIO
+
+/// What one reactor thread owns besides its event loop: its view of the configuration, its upstream
+/// pools, its client count and its request-id sequence. Nothing here is shared with other threads.
+final class LoopContext {
+    let loop: EventLoop
+    private(set) var config: RuntimeConfig
+    private(set) var pools: [UpstreamPool] = []
+    var listeners: [Listener] = []
+    var clientCount = 0
+    private(set) var draining = false
+    private var drainDeadline: UInt64 = 0
+    private var requestSequence: UInt64 = 0
+    private let requestIDSeed: UInt64
+
+    init(loop: EventLoop, config: RuntimeConfig) {
+        self.loop = loop
+        self.config = config
+        var seed = UInt64(0)
+        withUnsafeMutableBytes(of: &seed) { raw in
+            for i in 0..<raw.count { raw[i] = UInt8.random(in: 0...255) }
+        }
+        requestIDSeed = seed
+        pools = config.providers.map { UpstreamPool(route: $0, context: self) }
+        loop.tickHook = { [unowned self] now in self.tick(now: now) }
+    }
+
+    /// Swaps in a new configuration. Requests in flight finish on the pools they hold; idle
+    /// connections of the old pools close.
+    func apply(_ newConfig: RuntimeConfig) {
+        let old = pools
+        config = newConfig
+        pools = newConfig.providers.map { UpstreamPool(route: $0, context: self) }
+        for pool in old { pool.closeIdle() }
+    }
+
+    /// Writes a new request id ("gw-" and 16 hex digits) at `out`; returns its length.
+    func writeRequestID(_ out: UnsafeMutableRawPointer) -> Int {
+        requestSequence &+= 1
+        var value = (requestIDSeed &+ requestSequence &* 0x9E37_79B9_7F4A_7C15) ^ (UInt64(loop.index) << 58)
+        let prefix: StaticString = "gw-"
+        out.copyMemory(from: prefix.utf8Start, byteCount: 3)
+        let hex: StaticString = "0123456789abcdef"
+        for i in stride(from: 18, through: 3, by: -1) {
+            out.storeBytes(of: hex.utf8Start[Int(value & 0xF)], toByteOffset: i, as: UInt8.self)
+            value >>= 4
+        }
+        return 19
+    }
+
+    // MARK: Drain
+
+    /// Stops accepting, closes idle clients, and lets requests in flight finish within the drain timeout.
+    func beginDrain() {
+        guard !draining else { return }
+        draining = true
+        drainDeadline = loop.now + config.drainTimeoutNs
+        for listener in listeners { listener.close() }
+        listeners.removeAll()
+        loop.forEachHandler { handler in
+            (handler as? ClientConnection)?.drain()
+        }
+        for pool in pools { pool.closeIdle() }
+        finishDrainIfDone()
+    }
+
+    func clientClosed() {
+        clientCount -= 1
+        if draining { finishDrainIfDone() }
+    }
+
+    private func finishDrainIfDone() {
+        if clientCount == 0 { loop.stop() }
+    }
+
+    private func tick(now: UInt64) {
+        guard draining else { return }
+        if now > drainDeadline {
+            if clientCount > 0 { Log.warning("drain timeout: closing \(clientCount) connections with requests in flight") }
+            loop.stop()
+        } else {
+            finishDrainIfDone()
+        }
+    }
+}

@@ -1,0 +1,141 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import GatewayConfig
+import GatewayHTTP
+import GatewayIO
+
+/// The configuration compiled for the hot path: header lines pre-rendered as bytes, models found by
+/// hashing the request's bytes, durations in nanoseconds. Immutable and shared by every reactor thread;
+/// a reload builds a new one and each thread swaps it in.
+public final class RuntimeConfig: Sendable {
+    public let source: GatewayConfiguration
+    public let providers: [ProviderRoute]
+    public let models: [ModelRoute]
+    private let modelIndex: [UInt64: Int]
+    public let maxBodyBytes: Int
+    public let headerTimeoutNs: UInt64
+    public let idleTimeoutNs: UInt64
+    public let connectTimeoutNs: UInt64
+    public let responseTimeoutNs: UInt64
+    public let drainTimeoutNs: UInt64
+    /// The body of `GET /v1/models`.
+    public let modelListBody: [UInt8]
+
+    public init(_ config: GatewayConfiguration) throws {
+        source = config
+        var providers: [ProviderRoute] = []
+        for provider in config.providers {
+            providers.append(try ProviderRoute(provider))
+        }
+        self.providers = providers
+        var models: [ModelRoute] = []
+        var index: [UInt64: Int] = [:]
+        for model in config.models {
+            let deployments = model.deployments.map { deployment -> DeploymentRoute in
+                let providerIndex = config.providers.firstIndex { $0.name == deployment.provider }!
+                return DeploymentRoute(
+                    providerIndex: providerIndex,
+                    upstreamModel: Array(deployment.model.utf8),
+                    label: Array("\(deployment.provider)/\(deployment.model)".utf8),
+                    renames: deployment.model != model.name,
+                    weight: deployment.weight)
+            }
+            let name = Array(model.name.utf8)
+            let hash = name.withUnsafeBytes { RuntimeConfig.hash($0) }
+            precondition(index[hash] == nil, "model name hash collision: \(model.name)")
+            index[hash] = models.count
+            models.append(ModelRoute(name: name, deployments: deployments))
+        }
+        self.models = models
+        self.modelIndex = index
+        let timeouts = config.server.timeouts
+        maxBodyBytes = config.server.maxBodyBytes
+        headerTimeoutNs = UInt64(timeouts.headerMs) * 1_000_000
+        idleTimeoutNs = UInt64(timeouts.idleMs) * 1_000_000
+        connectTimeoutNs = UInt64(timeouts.upstreamConnectMs) * 1_000_000
+        responseTimeoutNs = UInt64(timeouts.upstreamResponseMs) * 1_000_000
+        drainTimeoutNs = UInt64(timeouts.drainMs) * 1_000_000
+        var list = "{\"object\":\"list\",\"data\":["
+        list += config.models.map { "{\"id\":\"\($0.name)\",\"object\":\"model\",\"created\":0,\"owned_by\":\"gateway\"}" }
+            .joined(separator: ",")
+        list += "]}"
+        modelListBody = Array(list.utf8)
+    }
+
+    /// The model a request names, found from its bytes without making a String.
+    @inline(__always)
+    public func model(named bytes: UnsafeRawBufferPointer) -> ModelRoute? {
+        guard let index = modelIndex[RuntimeConfig.hash(bytes)] else { return nil }
+        let model = models[index]
+        let matches = model.name.withUnsafeBytes { name in
+            name.count == bytes.count && (name.count == 0 || memcmp(name.baseAddress!, bytes.baseAddress!, name.count) == 0)
+        }
+        return matches ? model : nil
+    }
+
+    /// FNV-1a over the bytes.
+    @inline(__always)
+    static func hash(_ bytes: UnsafeRawBufferPointer) -> UInt64 {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in bytes {
+            hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3
+        }
+        return hash
+    }
+}
+
+/// A provider, ready to be written into request heads.
+public struct ProviderRoute: Sendable {
+    public let name: String
+    public let kind: ProviderKind
+    public let address: SocketAddress
+    public let maxConnections: Int
+    /// "host: HOST:PORT\r\n"
+    public let hostLine: [UInt8]
+    /// "authorization: Bearer KEY\r\n" (or x-api-key for Anthropic), or empty. Never logged.
+    public let credentialLines: [UInt8]
+    /// The path prefix of base_url ("/v1"), which replaces the client's "/v1".
+    public let basePath: [UInt8]
+
+    struct ProviderError: Error, CustomStringConvertible {
+        let description: String
+    }
+
+    init(_ settings: ProviderSettings) throws {
+        name = settings.name
+        kind = settings.kind
+        maxConnections = settings.maxConnections
+        guard !settings.tls else {
+            throw ProviderError(description: "providers[\(settings.name)].base_url: https upstreams arrive with the TLS issue")
+        }
+        address = try Resolver.resolve(host: settings.host, port: settings.port)
+        let defaultPort = settings.tls ? 443 : 80
+        let hostText = settings.host.contains(":") ? "[\(settings.host)]" : settings.host
+        hostLine = Array("host: \(hostText)\(settings.port == defaultPort ? "" : ":\(settings.port)")\r\n".utf8)
+        switch (settings.kind, settings.apiKey) {
+        case (_, nil):
+            credentialLines = []
+        case (.openai, let key?):
+            credentialLines = Array("authorization: Bearer \(key)\r\n".utf8)
+        case (.anthropic, let key?):
+            credentialLines = Array("x-api-key: \(key)\r\n".utf8)
+        }
+        basePath = Array(settings.basePath.utf8)
+    }
+}
+
+public struct DeploymentRoute: Sendable {
+    public let providerIndex: Int
+    public let upstreamModel: [UInt8]
+    /// "provider/model", for x-gateway-deployment.
+    public let label: [UInt8]
+    /// True when the upstream model id differs from the name the client used: the body is spliced.
+    public let renames: Bool
+    public let weight: Int
+}
+
+public struct ModelRoute: Sendable {
+    public let name: [UInt8]
+    public let deployments: [DeploymentRoute]
+}

@@ -1,0 +1,439 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import GatewayHTTP
+import GatewayIO
+
+/// Why an upstream gave no usable response. Each maps to one status of the contract.
+public enum UpstreamFailure: Sendable {
+    /// Refused or reset before the response head: 502. `retryable` when it happened on a reused
+    /// connection before any response byte, where the server may simply have closed an idle connection.
+    case failed(errno: Int32, retryable: Bool)
+    /// No connection within the connect timeout: 503.
+    case connectTimeout
+    /// No response within the response timeout: 504.
+    case responseTimeout
+    /// The response was not valid HTTP: 502.
+    case badResponse(StaticString)
+
+    var status: Int {
+        switch self {
+        case .failed, .badResponse: 502
+        case .connectTimeout: 503
+        case .responseTimeout: 504
+        }
+    }
+
+    var code: StaticCode {
+        switch self {
+        case .failed, .badResponse: .upstreamError
+        case .connectTimeout: .upstreamUnavailable
+        case .responseTimeout: .upstreamTimeout
+        }
+    }
+
+    var message: String {
+        switch self {
+        case .failed(let code, _): code == 0 ? "the upstream closed the connection before responding"
+            : "the upstream connection failed (\(errnoName(code)))"
+        case .connectTimeout: "no upstream connection could be made within the connect timeout"
+        case .responseTimeout: "the upstream did not respond within the response timeout"
+        case .badResponse(let text): "the upstream sent an invalid response: \(text)"
+        }
+    }
+}
+
+func errnoName(_ code: Int32) -> String {
+    switch code {
+    case ECONNREFUSED: "connection refused"
+    case ECONNRESET: "connection reset"
+    case EPIPE: "broken pipe"
+    case ETIMEDOUT: "timed out"
+    case EHOSTUNREACH: "host unreachable"
+    case ENETUNREACH: "network unreachable"
+    default: "errno \(code)"
+    }
+}
+
+/// How the upstream frames its response body.
+public enum ResponseFraming: Equatable {
+    case none
+    case length(Int64)
+    case chunked
+    /// HTTP/1.0 style: the body ends when the upstream closes. The connection is not reused.
+    case untilClose
+}
+
+/// The side of a proxied request that waits on an upstream: the client connection (HTTP/1) today,
+/// an HTTP/2 stream later.
+protocol UpstreamExchange: AnyObject {
+    /// The connection is ready for this request: write it with `send`.
+    func upstreamReady(_ connection: UpstreamConnection)
+    func upstreamFailed(_ failure: UpstreamFailure)
+    /// The response head is in `parser`; its ranges are valid only during this call.
+    func upstreamResponseHead(_ parser: HTTPHeadParser, framing: ResponseFraming)
+    /// Response body bytes, framed as the client asked (`passRawChunks`). Returns false when the client
+    /// cannot take more yet; the bytes stay valid and the upstream stops reading until `resume()`.
+    func upstreamBody(_ bytes: UnsafeRawPointer, _ count: Int) -> Bool
+    func upstreamResponseComplete()
+    /// The upstream broke after the response head was sent on.
+    func upstreamAborted()
+}
+
+/// One keep-alive HTTP/1.1 connection to a provider, owned by its pool, serving one request at a time.
+final class UpstreamConnection: EventHandler {
+    static let maxRequestsPerConnection = 10_000
+
+    enum State { case connecting, idle, writing, awaitingHead, readingBody, closed }
+
+    // Strong: after a reload, connections in flight keep their old pool alive until they close.
+    let pool: UpstreamPool
+    let loop: EventLoop
+    private(set) var state = State.connecting
+    private var fd: Int32 = -1
+    private var registration = Registration.none
+    private var exchange: (any UpstreamExchange)?
+    private var input = ByteBuffer()
+    var out = OutboundQueue()
+    private let parser = HTTPHeadParser()
+    private var decoder = ChunkedDecoder()
+    private var framing = ResponseFraming.none
+    private var remaining: Int64 = 0
+    private(set) var requestsServed = 0
+    private var receivedResponseBytes = false
+    private var deadline: UInt64 = 0
+    private var paused = false
+    private var finishOnResume = false
+    private var reusable = true
+    private var wantsWrite = false
+    /// The response head was handed over and nothing has flushed it yet.
+    private var headPending = false
+    /// True: chunked bodies pass through with their framing. False: they are decoded (for HTTP/1.0
+    /// clients and HTTP/2 streams).
+    var passRawChunks = true
+
+    init(pool: UpstreamPool, loop: EventLoop) {
+        self.pool = pool
+        self.loop = loop
+    }
+
+    deinit {
+        out.deallocate()
+    }
+
+    var isReused: Bool { requestsServed > 0 }
+
+    /// Starts a nonblocking connect for `exchange`.
+    func connect(to address: SocketAddress, for exchange: any UpstreamExchange) {
+        self.exchange = exchange
+        state = .connecting
+        deadline = loop.now + pool.context.config.connectTimeoutNs
+        do {
+            let (fd, result) = try Sockets.connect(to: address)
+            self.fd = fd
+            registration = loop.register(fd: fd, interest: Interest.write, handler: self)
+            if case .processed = result { connected() }
+        } catch {
+            fail(.failed(errno: error.errno, retryable: false))
+        }
+    }
+
+    /// Takes an idle connection for a new request.
+    func assign(_ exchange: any UpstreamExchange) {
+        self.exchange = exchange
+        state = .writing
+        exchange.upstreamReady(self)
+    }
+
+    private func connected() {
+        state = .writing
+        loop.setInterest(registration, Interest.read)
+        exchange?.upstreamReady(self)
+    }
+
+    /// Writes what the exchange queued in `out`, then waits for the response.
+    func sendQueued() {
+        receivedResponseBytes = false
+        reusable = true
+        paused = false
+        finishOnResume = false
+        deadline = loop.now + pool.context.config.responseTimeoutNs
+        state = .awaitingHead
+        flushOut()
+    }
+
+    private func flushOut() {
+        switch out.flush(to: fd) {
+        case .done:
+            if wantsWrite {
+                wantsWrite = false
+                loop.setInterest(registration, paused ? Interest.none : Interest.read)
+            }
+        case .wouldBlock:
+            if !wantsWrite {
+                wantsWrite = true
+                loop.setInterest(registration, Interest.readWrite)
+            }
+        case .failed(let error):
+            handleBrokenConnection(errno: error.errno)
+        }
+    }
+
+    // MARK: Events
+
+    func handleEvent(_ events: UInt32) {
+        if state == .connecting {
+            let error = Posix.socketError(fd)
+            if error != 0 || events & (EventBits.error | EventBits.hangup) != 0 {
+                fail(.failed(errno: error == 0 ? ECONNREFUSED : error, retryable: false))
+            } else {
+                connected()
+            }
+            return
+        }
+        if events & EventBits.writable != 0, wantsWrite {
+            flushOut()
+            guard state != .closed else { return }
+        }
+        if events & (EventBits.readable | EventBits.readHangup | EventBits.error | EventBits.hangup) != 0 {
+            readAvailable()
+        }
+    }
+
+    func tick(now: UInt64) {
+        switch state {
+        case .connecting where now > deadline:
+            fail(.connectTimeout)
+        case .writing where now > deadline, .awaitingHead where now > deadline:
+            fail(.responseTimeout)
+        case .readingBody where now > deadline && !paused:
+            abort()
+        case .idle where now > deadline:
+            close()
+        default:
+            break
+        }
+    }
+
+    private func readAvailable() {
+        if state == .idle {
+            // An idle keep-alive connection turned readable: the server closed it or sent junk.
+            close()
+            return
+        }
+        if paused { return }
+        if !input.isAllocated { loop.buffers.attachSmall(&input) }
+        if input.writableBytes == 0 {
+            if state == .awaitingHead, input.capacity == Buffers.smallSize {
+                loop.buffers.grow(&input)
+            } else {
+                input.compact()
+            }
+        }
+        let result: IOResult<Int>
+        do {
+            result = try Posix.read(fd, input.writePointer, input.writableBytes)
+        } catch {
+            handleBrokenConnection(errno: error.errno)
+            return
+        }
+        guard case .processed(let count) = result else { return }
+        if count == 0 {
+            handleBrokenConnection(errno: 0)
+            return
+        }
+        input.writerIndex += count
+        receivedResponseBytes = true
+        deadline = loop.now + pool.context.config.responseTimeoutNs
+        processInput()
+    }
+
+    /// EOF or a socket error.
+    private func handleBrokenConnection(errno code: Int32) {
+        switch state {
+        case .connecting, .writing, .awaitingHead:
+            fail(.failed(errno: code, retryable: isReused && !receivedResponseBytes))
+        case .readingBody:
+            if framing == .untilClose && code == 0 {
+                reusable = false
+                finishResponse()
+            } else {
+                abort()
+            }
+        case .idle:
+            close()
+        case .closed:
+            break
+        }
+    }
+
+    private func processInput() {
+        while state == .awaitingHead {
+            switch parser.parseResponse(input.readPointer, input.readableBytes) {
+            case .incomplete:
+                return
+            case .failed(let error):
+                fail(.badResponse(error.message))
+                return
+            case .complete:
+                let status = parser.status
+                if status >= 100 && status < 200 {
+                    // Interim responses (100 Continue) are not forwarded; 101 would switch protocols.
+                    guard status != 101 else {
+                        fail(.badResponse("unexpected protocol switch"))
+                        return
+                    }
+                    input.readerIndex += parser.headLength
+                    continue
+                }
+                if status == 204 || status == 304 {
+                    framing = .none
+                } else if parser.chunked {
+                    framing = .chunked
+                    decoder.reset()
+                } else if parser.contentLength >= 0 {
+                    framing = .length(parser.contentLength)
+                    remaining = parser.contentLength
+                } else {
+                    framing = .untilClose
+                    reusable = false
+                }
+                if !parser.keepAlive { reusable = false }
+                state = .readingBody
+                headPending = true
+                exchange?.upstreamResponseHead(parser, framing: framing)
+                guard state == .readingBody else { return }
+                input.readerIndex += parser.headLength
+                if framing == .none || framing == .length(0) {
+                    if input.readableBytes > 0 { reusable = false }
+                    input.clear()
+                    finishResponse()
+                    return
+                }
+            }
+        }
+        if state == .readingBody { deliverBody() }
+    }
+
+    private func deliverBody() {
+        let available = input.readableBytes
+        guard let exchange, available > 0 || headPending else { return }
+        headPending = false
+        let start = input.readPointer
+        var deliverCount = available
+        var done = false
+        switch framing {
+        case .length:
+            let take = Int(min(Int64(available), remaining))
+            remaining -= Int64(take)
+            if take < available { reusable = false }
+            deliverCount = take
+            done = remaining == 0
+        case .chunked:
+            if passRawChunks {
+                let feed = decoder.feed(start, available) { _, _ in }
+                if let error = feed.error {
+                    Log.error("upstream \(pool.route.name): bad chunked body: \(error)")
+                    abort()
+                    return
+                }
+                deliverCount = feed.consumed
+                done = feed.done
+                if done && feed.consumed < available { reusable = false }
+            } else {
+                // Decode in place: data runs move toward the start, which never overtakes the input.
+                var write = start
+                let feed = decoder.feed(start, available) { data, count in
+                    if write != UnsafeMutableRawPointer(mutating: data) {
+                        memmove(write, data, count)
+                    }
+                    write += count
+                }
+                if let error = feed.error {
+                    Log.error("upstream \(pool.route.name): bad chunked body: \(error)")
+                    abort()
+                    return
+                }
+                deliverCount = write - start
+                done = feed.done
+                if done && feed.consumed < available { reusable = false }
+            }
+        case .untilClose:
+            break
+        case .none:
+            deliverCount = 0
+            done = true
+        }
+        let accepted = exchange.upstreamBody(start, deliverCount)
+        guard state == .readingBody else { return }
+        if accepted {
+            input.clear()
+            if done { finishResponse() }
+        } else {
+            paused = true
+            finishOnResume = done
+            loop.setInterest(registration, wantsWrite ? Interest.write : Interest.none)
+        }
+    }
+
+    /// The client took the bytes it was given: read on.
+    func resume() {
+        guard paused, state == .readingBody else { return }
+        paused = false
+        input.clear()
+        if finishOnResume {
+            finishResponse()
+            return
+        }
+        loop.setInterest(registration, wantsWrite ? Interest.readWrite : Interest.read)
+        readAvailable()
+    }
+
+    private func finishResponse() {
+        headPending = false
+        let finished = exchange
+        exchange = nil
+        requestsServed += 1
+        loop.buffers.release(&input)
+        if reusable && requestsServed < UpstreamConnection.maxRequestsPerConnection && !wantsWrite {
+            state = .idle
+            deadline = loop.now + pool.context.config.idleTimeoutNs
+            pool.release(self)
+        } else {
+            close()
+        }
+        finished?.upstreamResponseComplete()
+    }
+
+    /// Detaches the exchange (its client went away) and drops the connection: its state is unknown.
+    func cancel() {
+        exchange = nil
+        close()
+    }
+
+    private func fail(_ failure: UpstreamFailure) {
+        let failed = exchange
+        exchange = nil
+        close()
+        failed?.upstreamFailed(failure)
+    }
+
+    private func abort() {
+        let aborted = exchange
+        exchange = nil
+        close()
+        aborted?.upstreamAborted()
+    }
+
+    func close() {
+        guard state != .closed else { return }
+        state = .closed
+        if fd >= 0 {
+            loop.deregisterAndClose(registration)
+            fd = -1
+        }
+        loop.buffers.release(&input)
+        out.removeAll()
+        pool.connectionClosed(self)
+    }
+}

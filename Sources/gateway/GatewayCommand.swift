@@ -1,0 +1,74 @@
+import ArgumentParser
+import CNghttp2
+import COpenSSL
+import GatewayConfig
+import GatewayProxy
+
+@main
+struct GatewayCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "gateway",
+        abstract: "A lean OpenAI-compatible gateway in front of many LLM providers.",
+        subcommands: [Serve.self, Check.self, Version.self]
+    )
+}
+
+struct Serve: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Serve the client API until SIGTERM or SIGINT.")
+
+    @Option(help: "The YAML configuration file.") var config: String
+    @Option(help: "Listen on HOST:PORT instead of server.listen (port 0 picks a free port).") var listen: String?
+    @Option(help: "Reactor threads (default: server.threads, else one per core).") var threads: Int?
+
+    func run() throws {
+        let configuration: GatewayConfiguration
+        do {
+            configuration = try GatewayConfiguration.load(path: config)
+        } catch {
+            printError("invalid configuration \(config):\n\(error)")
+            throw ExitCode(1)
+        }
+        do {
+            let server = try GatewayServer(configuration: configuration, configPath: config, listen: listen, threads: threads)
+            throw ExitCode(try server.run())
+        } catch let error as ExitCode {
+            throw error
+        } catch {
+            printError("gateway: \(error)")
+            throw ExitCode(1)
+        }
+    }
+}
+
+struct Check: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Validate a configuration file; each error names its field.")
+
+    @Option(help: "The YAML configuration file.") var config: String
+
+    func run() throws {
+        do {
+            let configuration = try GatewayConfiguration.load(path: config)
+            _ = try RuntimeConfig(configuration)
+            print("\(config): ok (\(configuration.providers.count) providers, \(configuration.models.count) models)")
+        } catch {
+            printError("\(error)")
+            throw ExitCode(1)
+        }
+    }
+}
+
+struct Version: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Print the version and the C libraries in use.")
+
+    func run() {
+        let nghttp2 = nghttp2_version(0).map { String(cString: $0.pointee.version_str) } ?? "?"
+        let openssl = String(cString: OpenSSL_version(Int32(OPENSSL_VERSION)))
+        print("gateway 0.1.0 (nghttp2 \(nghttp2), \(openssl))")
+    }
+}
+
+func printError(_ text: String) {
+    var line = text
+    if !line.hasSuffix("\n") { line += "\n" }
+    FileOutput.standardError(line)
+}
