@@ -97,9 +97,9 @@ public final class HTTPHeadParser {
 
     // MARK: Finding the end of the head
 
-    /// Looks for the blank line that ends a head. Returns its end offset, or nil.
-    private func findHeadEnd(_ start: UnsafeRawPointer, _ count: Int) -> Int? {
-        var offset = max(0, scannedUpTo - 2)
+    /// Looks for the blank line that ends a head, from `floor` on (past any skipped empty lines). Returns its end offset, or nil.
+    private func findHeadEnd(_ start: UnsafeRawPointer, _ count: Int, from floor: Int = 0) -> Int? {
+        var offset = max(floor, scannedUpTo - 2)
         while offset < count {
             guard let found = memchrOffset(start + offset, count - offset, UInt8(ascii: "\n")) else {
                 scannedUpTo = count
@@ -135,7 +135,7 @@ public final class HTTPHeadParser {
               start.load(fromByteOffset: skip + 1, as: UInt8.self) == UInt8(ascii: "\n") {
             skip += 2
         }
-        guard let end = findHeadEnd(start, available) else {
+        guard let end = findHeadEnd(start, available, from: skip) else {
             return available > HTTPHeadParser.maxHeadBytes ? .failed(HTTPParseError(
                 status: 431, code: .headersTooLarge, message: "the request's header section exceeds 64 KiB")) : .incomplete
         }
@@ -233,15 +233,22 @@ public final class HTTPHeadParser {
             guard digit < 10 else { return .failed(.upstream("malformed status code from upstream")) }
             code = code * 10 + Int(digit)
         }
+        guard byte(12) == UInt8(ascii: " ") || byte(12) == UInt8(ascii: "\r") else {
+            return .failed(.upstream("malformed status code from upstream"))
+        }
         status = code
         var p = 12
         while p < end, byte(p) != UInt8(ascii: "\n") {
             let b = byte(p)
-            guard b == 0x09 || b == 0x0D || (b >= 0x20 && b != 0x7F) else { return .failed(.upstream("invalid byte in status line")) }
+            // A CR only as the end of the line: a bare CR is invalid (RFC 9112 2.2).
+            guard b == 0x09 || (b == 0x0D && byte(p + 1) == UInt8(ascii: "\n")) || (b >= 0x20 && b != 0x7F) else { return .failed(.upstream("invalid byte in status line")) }
             p += 1
         }
         guard p < end, byte(p - 1) == UInt8(ascii: "\r") else { return .failed(.upstream("malformed status line from upstream")) }
-        if let error = parseFields(p + 1, end, isRequest: false) { return .failed(error) }
+        // Any fault in an upstream's head is the upstream's: 502, never a status that blames the client.
+        if let error = parseFields(p + 1, end, isRequest: false) {
+            return .failed(error.status == 502 ? error : HTTPParseError(status: 502, code: .upstreamError, message: error.message))
+        }
         headLength = end
         return .complete
     }

@@ -179,25 +179,26 @@ public enum HTTPBytes {
     @inline(__always)
     static func classify(_ name: UnsafeRawPointer, _ count: Int) -> HeaderKind {
         switch count {
-        case 2: return equalsLowercase(name, count, "te") ? .te : .other
-        case 4: return equalsLowercase(name, count, "host") ? .host : .other
-        case 6: return equalsLowercase(name, count, "expect") ? .expect : .other
+        case 2: if equalsLowercase(name, count, "te") { return .te }
+        case 4: if equalsLowercase(name, count, "host") { return .host }
+        case 6: if equalsLowercase(name, count, "expect") { return .expect }
         case 7:
             if equalsLowercase(name, count, "trailer") { return .trailer }
             if equalsLowercase(name, count, "upgrade") { return .upgrade }
-        case 9: return equalsLowercase(name, count, "x-api-key") ? .xApiKey : .other
+        case 9: if equalsLowercase(name, count, "x-api-key") { return .xApiKey }
         case 10:
             if equalsLowercase(name, count, "connection") { return .connection }
             if equalsLowercase(name, count, "keep-alive") { return .keepAlive }
         case 12:
             if equalsLowercase(name, count, "x-request-id") { return .xRequestID }
             if equalsLowercase(name, count, "content-type") { return .contentType }
-        case 13: return equalsLowercase(name, count, "authorization") ? .authorization : .other
-        case 14: return equalsLowercase(name, count, "content-length") ? .contentLength : .other
-        case 15: return equalsLowercase(name, count, "x-forwarded-for") ? .xForwardedFor : .other
-        case 17: return equalsLowercase(name, count, "transfer-encoding") ? .transferEncoding : .other
+        case 13: if equalsLowercase(name, count, "authorization") { return .authorization }
+        case 14: if equalsLowercase(name, count, "content-length") { return .contentLength }
+        case 15: if equalsLowercase(name, count, "x-forwarded-for") { return .xForwardedFor }
+        case 17: if equalsLowercase(name, count, "transfer-encoding") { return .transferEncoding }
         default: break
         }
+        // Every length falls through to here: "Proxy-Foo" (9) or "X-Gateway-Key" (13) share a length with a known name.
         if hasLowercasePrefix(name, count, "proxy-") { return .proxyPrefixed }
         if hasLowercasePrefix(name, count, "x-gateway-") { return .xGatewayPrefixed }
         return .other

@@ -26,23 +26,24 @@ public struct JSONFieldScanner {
         }
         while true {
             scanner.skipWhitespace()
-            guard let (keyRange, _) = scanner.string() else { return result }
+            guard let (keyRange, keyEscaped) = scanner.string() else { return result }
             scanner.skipWhitespace()
             guard scanner.consume(UInt8(ascii: ":")) else { return result }
             scanner.skipWhitespace()
             let valueStart = scanner.offset
+            // A key spelled with escapes ("mod\u0065l") is the same key to the upstream's parser.
             let key = UnsafeRawBufferPointer(rebasing: body[keyRange])
-            if Cursor.equals(key, "model"), scanner.peek == UInt8(ascii: "\"") {
+            if Cursor.keyEquals(key, escaped: keyEscaped, "model"), scanner.peek == UInt8(ascii: "\"") {
                 guard let (range, escaped) = scanner.string() else { return result }
                 result.model = range
                 result.modelHasEscapes = escaped
-            } else if Cursor.equals(key, "stream") {
+            } else if Cursor.keyEquals(key, escaped: keyEscaped, "stream") {
                 guard scanner.skipValue() else { return result }
                 let value = UnsafeRawBufferPointer(rebasing: body[valueStart..<scanner.offset])
                 result.stream = Cursor.equals(value, "true") ? true : (Cursor.equals(value, "false") ? false : nil)
             } else {
                 guard scanner.skipValue() else { return result }
-                if Cursor.equals(key, "stream_options") { result.streamOptions = valueStart..<scanner.offset }
+                if Cursor.keyEquals(key, escaped: keyEscaped, "stream_options") { result.streamOptions = valueStart..<scanner.offset }
             }
             scanner.skipWhitespace()
             if scanner.consume(UInt8(ascii: ",")) { continue }
@@ -144,6 +145,41 @@ public struct JSONFieldScanner {
                 }
                 return offset > start
             }
+        }
+
+        /// Whether a key's contents equal an ASCII name once its escapes are decoded, as the upstream's
+        /// JSON parser will decode them (`"mod\u0065l"` is `model`). Allocates nothing.
+        static func keyEquals(_ key: UnsafeRawBufferPointer, escaped: Bool, _ text: StaticString) -> Bool {
+            guard escaped else { return equals(key, text) }
+            let target = text.utf8Start
+            var i = 0
+            var n = 0
+            while i < key.count {
+                var byte = key[i]
+                i += 1
+                if byte == UInt8(ascii: "\\") {
+                    guard i < key.count else { return false }
+                    let escape = key[i]
+                    i += 1
+                    switch escape {
+                    case UInt8(ascii: "u"):
+                        guard i + 4 <= key.count else { return false }
+                        var value = 0
+                        for j in i..<(i + 4) {
+                            guard let digit = ChunkedDecoder.hexValue(key[j]) else { return false }
+                            value = value << 4 | digit
+                        }
+                        i += 4
+                        guard value < 0x80 else { return false }
+                        byte = UInt8(value)
+                    case UInt8(ascii: "\""), UInt8(ascii: "\\"), UInt8(ascii: "/"): byte = escape
+                    default: return false
+                    }
+                }
+                guard n < text.utf8CodeUnitCount, target[n] == byte else { return false }
+                n += 1
+            }
+            return n == text.utf8CodeUnitCount
         }
 
         static func equals(_ bytes: UnsafeRawBufferPointer, _ text: StaticString) -> Bool {

@@ -87,6 +87,11 @@ final class ClientConnection: EventHandler, UpstreamExchange {
     private var waitingForUpstream = false
     private var attempts = 0
     private var responseStarted = false
+    /// The request went upstream before its whole body arrived; the rest follows as it is read.
+    private var streamingBody = false
+    /// Body bytes already queued to the upstream (offsets in `body`).
+    private var bodyForwarded = 0
+    private var triedEarlyDispatch = false
     private var closeAfterResponse = false
     private let requestID: UnsafeMutableRawPointer
     private var requestIDCount = 0
@@ -154,7 +159,13 @@ final class ClientConnection: EventHandler, UpstreamExchange {
     private func onReadable() {
         if peerClosedInput { return }
         if !input.isAllocated { loop.buffers.attachSmall(&input) }
-        let readingIntoBody = state == .readingBody && bodyMode == .heapLength
+        let readingIntoBody = bodyMode == .heapLength && (state == .readingBody || (state == .proxying && streamingBody))
+        if streamingBody && state == .proxying && (upstream == nil || upstream!.hasPendingOutput) {
+            // The upstream has not taken what we sent: stop reading the client's body (backpressure).
+            readPaused = true
+            updateInterest()
+            return
+        }
         if !readingIntoBody && input.writableBytes == 0 {
             switch state {
             case .idle, .readingHead:
@@ -192,6 +203,9 @@ final class ClientConnection: EventHandler, UpstreamExchange {
         if count == 0 {
             peerClosedInput = true
             switch state {
+            case .proxying where streamingBody:
+                // The client left before sending its whole body: the upstream request cannot complete.
+                closeNow()
             case .proxying:
                 // Half-close: answer the request in flight, then close.
                 updateInterest()
@@ -202,6 +216,10 @@ final class ClientConnection: EventHandler, UpstreamExchange {
         }
         if readingIntoBody {
             body.writerIndex += count
+            if streamingBody && state == .proxying {
+                forwardBody()
+                return
+            }
         } else {
             input.writerIndex += count
         }
@@ -293,7 +311,10 @@ final class ClientConnection: EventHandler, UpstreamExchange {
                     startRequest()
                 }
             case .readingBody:
-                guard bodyComplete() else { return }
+                guard bodyComplete() else {
+                    dispatchEarlyIfModelKnown()
+                    return
+                }
                 dispatch()
             case .proxying, .closed:
                 return
@@ -397,6 +418,35 @@ final class ClientConnection: EventHandler, UpstreamExchange {
         }
     }
 
+    /// Large bodies: when `model` is in the first 64 KiB, go upstream now and stream the rest, reading
+    /// the client only as fast as the upstream takes it. A body whose `model` comes later is collected
+    /// whole first (up to `max_body_bytes`), since the upstream is not known before it.
+    private func dispatchEarlyIfModelKnown() {
+        guard bodyMode == .heapLength, !triedEarlyDispatch, state == .readingBody,
+              body.writerIndex >= ClientConnection.earlyDispatchBytes else { return }
+        triedEarlyDispatch = true
+        let prefix = UnsafeRawBufferPointer(start: body.base!, count: body.writerIndex)
+        guard let model = JSONFieldScanner.scan(prefix).model, model.upperBound < body.writerIndex else { return }
+        streamingBody = true
+        dispatch()
+    }
+
+    static let earlyDispatchBytes = 64 * 1024
+
+    /// Sends the body bytes read since the last call to the upstream.
+    private func forwardBody() {
+        guard let upstream else { return }
+        let fresh = body.writerIndex - bodyForwarded
+        if fresh > 0 {
+            upstream.sendMore(UnsafeRawPointer(body.base! + bodyForwarded), fresh)
+            bodyForwarded = body.writerIndex
+        }
+        if body.writerIndex == contentLength {
+            streamingBody = false
+            upstream.requestBodyComplete = true
+        }
+    }
+
     private func growBody(to needed: Int) {
         var capacity = max(body.capacity * 2, needed)
         capacity = min(capacity, context.config.maxBodyBytes + 1)
@@ -414,7 +464,10 @@ final class ClientConnection: EventHandler, UpstreamExchange {
             bodyPointer = UnsafeRawPointer(input.base! + headEnd)
             bodyCount = contentLength
             input.readerIndex = headEnd + contentLength
-        case .heapLength, .heapChunked:
+        case .heapLength:
+            bodyPointer = UnsafeRawPointer(body.base!)
+            bodyCount = contentLength
+        case .heapChunked:
             bodyPointer = UnsafeRawPointer(body.base!)
             bodyCount = body.writerIndex
         case .none:
@@ -422,9 +475,10 @@ final class ClientConnection: EventHandler, UpstreamExchange {
             bodyCount = 0
         }
         state = .proxying
-        let bodyBytes = UnsafeRawBufferPointer(start: bodyPointer, count: bodyCount)
+        let received = bodyMode == .heapLength ? body.writerIndex : bodyCount
+        let bodyBytes = UnsafeRawBufferPointer(start: bodyPointer, count: received)
         let fields = JSONFieldScanner.scan(bodyBytes)
-        guard fields.isObject else {
+        guard fields.isObject || streamingBody else {
             respondError(400, .invalidRequest, "the request body must be a JSON object", close: false)
             return
         }
@@ -512,17 +566,23 @@ final class ClientConnection: EventHandler, UpstreamExchange {
         upstream = connection
         connection.passRawChunks = minorVersion >= 1
         connection.out.append(upstreamHead.readPointer, upstreamHead.readableBytes)
-        if let bodyPointer, bodyCount > 0 {
+        // While streaming, only the bytes read so far can go; forwardBody sends the rest.
+        let available = streamingBody ? body.writerIndex : bodyCount
+        if let bodyPointer, available > 0 {
             if let deployment, deployment.renames {
                 connection.out.append(bodyPointer, modelRange.lowerBound)
                 deployment.upstreamModel.withUnsafeBytes { connection.out.append($0.baseAddress!, $0.count) }
-                connection.out.append(bodyPointer + modelRange.upperBound, bodyCount - modelRange.upperBound)
+                connection.out.append(bodyPointer + modelRange.upperBound, available - modelRange.upperBound)
             } else {
-                connection.out.append(bodyPointer, bodyCount)
+                connection.out.append(bodyPointer, available)
             }
         }
+        bodyForwarded = available
+        connection.requestBodyComplete = !streamingBody
         deadline = 0
         connection.sendQueued()
+        if streamingBody && body.writerIndex == contentLength { forwardBody() }
+        upstreamWritable()
     }
 
     func upstreamFailed(_ failure: UpstreamFailure) {
@@ -542,8 +602,16 @@ final class ClientConnection: EventHandler, UpstreamExchange {
         respondError(failure.status, failure.code, failure.message, close: false)
     }
 
+    func upstreamWritable() {
+        guard streamingBody, readPaused, let upstream, !upstream.hasPendingOutput else { return }
+        readPaused = false
+        updateInterest()
+    }
+
     func upstreamResponseHead(_ parser: HTTPHeadParser, framing: ResponseFraming) {
         responseStarted = true
+        // The upstream answered before the whole body arrived: the rest is never read, so close after.
+        if streamingBody { closeAfterResponse = true }
         var chunkedToClient = false
         switch framing {
         case .chunked:
@@ -661,6 +729,12 @@ final class ClientConnection: EventHandler, UpstreamExchange {
 
     /// The response is queued: reset for the next request, or close when the connection ends here.
     private func finishRequest() {
+        if streamingBody {
+            streamingBody = false
+            closeAfterFlush = true
+        }
+        triedEarlyDispatch = false
+        bodyForwarded = 0
         loop.buffers.release(&body)
         loop.buffers.release(&headCopy)
         bodyMode = .none

@@ -71,6 +71,8 @@ protocol UpstreamExchange: AnyObject {
     func upstreamReady(_ connection: UpstreamConnection)
     func upstreamFailed(_ failure: UpstreamFailure)
     /// The response head is in `parser`; its ranges are valid only during this call.
+    /// Everything queued so far reached the socket: a streaming request body may read on.
+    func upstreamWritable()
     func upstreamResponseHead(_ parser: HTTPHeadParser, framing: ResponseFraming)
     /// Response body bytes, framed as the client asked (`passRawChunks`). Returns false when the client
     /// cannot take more yet; the bytes stay valid and the upstream stops reading until `resume()`.
@@ -111,6 +113,10 @@ final class UpstreamConnection: EventHandler {
     /// True: chunked bodies pass through with their framing. False: they are decoded (for HTTP/1.0
     /// clients and HTTP/2 streams).
     var passRawChunks = true
+    /// False while a request body is still streaming in: the connection cannot be reused until it is sent.
+    var requestBodyComplete = true
+
+    var hasPendingOutput: Bool { !out.isEmpty }
 
     init(pool: UpstreamPool, loop: EventLoop) {
         self.pool = pool
@@ -168,6 +174,7 @@ final class UpstreamConnection: EventHandler {
             if wantsWrite {
                 wantsWrite = false
                 loop.setInterest(registration, paused ? Interest.none : Interest.read)
+                exchange?.upstreamWritable()
             }
         case .wouldBlock:
             if !wantsWrite {
@@ -376,6 +383,13 @@ final class UpstreamConnection: EventHandler {
         }
     }
 
+    /// More request body for the upstream (streaming); the bytes stay valid until written.
+    func sendMore(_ bytes: UnsafeRawPointer, _ count: Int) {
+        guard state != .closed, state != .idle else { return }
+        out.append(bytes, count)
+        flushOut()
+    }
+
     /// The client took the bytes it was given: read on.
     func resume() {
         guard paused, state == .readingBody else { return }
@@ -395,7 +409,7 @@ final class UpstreamConnection: EventHandler {
         exchange = nil
         requestsServed += 1
         loop.buffers.release(&input)
-        if reusable && requestsServed < UpstreamConnection.maxRequestsPerConnection && !wantsWrite {
+        if reusable && requestBodyComplete && requestsServed < UpstreamConnection.maxRequestsPerConnection && !wantsWrite {
             state = .idle
             deadline = loop.now + pool.context.config.idleTimeoutNs
             pool.release(self)

@@ -1,0 +1,740 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import GatewayHTTP
+import GatewayIO
+
+/// One client connection of gwmock. It parses requests in place, reads the few body fields it needs, and
+/// answers from static templates written into a pooled buffer, one `send` for everything that is ready.
+///
+/// Pipelined requests are answered in order: the responses of requests that need no delay are batched
+/// into one write; a delayed or streamed request holds the ones behind it until it is done.
+///
+/// Memory: the read and write buffers are pool chunks, taken while a request is active and given back when
+/// the connection is idle. A body that fits in a large chunk (80 KiB) is scanned where it lies; a longer
+/// one is counted as it passes and only its first 64 KiB are kept for the `model` and `stream` lookup.
+/// Nothing is allocated per request.
+final class MockConnection: EventHandler, TimerTarget {
+    enum State {
+        case idle, readingHead, readingBody
+        /// A timer (latency) or the stats gather will start the response.
+        case waiting
+        /// Writing stream events, perhaps waiting on a timer (ttft, itl) or the socket.
+        case streaming
+        /// `x-mock-fault: stall`: never answers.
+        case stalled
+        case closed
+    }
+
+    enum BodyMode {
+        case none
+        /// The whole body will fit in the read buffer: wait for it and scan it in place.
+        case inInput
+        /// Too long for the buffer: count it as it passes, keep the first 64 KiB.
+        case counted
+        /// Chunked: decode as it passes, keep the first 64 KiB of data.
+        case chunked
+    }
+
+    private unowned let context: MockLoopContext
+    private let loop: EventLoop
+    private let fd: Int32
+    private var registration = Registration.none
+    private var state = State.idle
+
+    private var input = ByteBuffer()
+    private var out = ByteBuffer()
+    /// The kept prefix of a body that is not scanned in `input`.
+    private var kept = ByteBuffer()
+    private let parser = HTTPHeadParser()
+    private var decoder = ChunkedDecoder()
+    /// The request's model name, copied out of the body so that it outlives the read buffer.
+    private let model: UnsafeMutableRawPointer
+    private var modelCount = 0
+
+    /// The loop's clock at the last read: when the bytes arrived, to a wakeup.
+    private var readNs: UInt64 = 0
+    private var wantsWrite = false
+    private var readPaused = false
+    private var peerClosedInput = false
+    private var closeAfterFlush = false
+    private var processing = false
+    private var timerArmed = false
+    /// The timer or stats gather this connection waits for; bumped to ignore older ones.
+    private var token: UInt64 = 0
+
+    // The request in flight.
+    private var plan = RequestPlan()
+    private var bodyMode = BodyMode.none
+    /// `inInput`: the Content-Length; `counted`: the bytes still to come.
+    private var bodyLength = 0
+    /// Body bytes seen so far (`counted`, `chunked`).
+    private var bodyTotal = 0
+
+    // The stream in flight: groups of events written together (see `emitGroup`).
+    private var chunkedOut = true
+    private var group = 0
+    private var groups = 0
+    private var stopAfter = Int.max
+
+    init(fd: Int32, context: MockLoopContext) {
+        self.fd = fd
+        self.context = context
+        self.loop = context.loop
+        model = .allocate(byteCount: MockLimits.maxModelBytes, alignment: 1)
+    }
+
+    deinit {
+        model.deallocate()
+    }
+
+    func start() {
+        registration = loop.register(fd: fd, interest: Interest.read, handler: self)
+    }
+
+    // MARK: Events
+
+    func handleEvent(_ events: UInt32) {
+        if events & (EventBits.error | EventBits.hangup) != 0 {
+            // Reset, or both directions shut: nothing more can be written.
+            closeNow()
+            return
+        }
+        if events & EventBits.writable != 0 && wantsWrite {
+            onWritable()
+            guard state != .closed else { return }
+        }
+        if events & (EventBits.readable | EventBits.readHangup) != 0 {
+            onReadable()
+        }
+    }
+
+    func tick(now: UInt64) {}
+
+    func timerFired(token: UInt64) {
+        guard token == self.token, timerArmed, state != .closed else { return }
+        timerArmed = false
+        if state == .waiting { startResponse() }
+        drive()
+    }
+
+    /// The summed counters for a `/mock/stats` request, back on this connection's loop.
+    func statsReady(token: UInt64, body: [UInt8]) {
+        guard token == self.token, state == .waiting, !timerArmed else { return }
+        writeResponse(200, contentType: "application/json", estimate: body.count) { out in out.append(body) }
+        finishRequest()
+        drive()
+    }
+
+    private func onReadable() {
+        if peerClosedInput { return }
+        if !input.isAllocated { loop.buffers.attachSmall(&input) }
+        if input.writableBytes == 0 && !makeRoom() {
+            // Busy with a request while the next ones fill the buffer: stop reading (backpressure).
+            readPaused = true
+            updateInterest()
+            return
+        }
+        let result: IOResult<Int>
+        do {
+            result = try Posix.read(fd, input.writePointer, input.writableBytes)
+        } catch {
+            closeNow()
+            return
+        }
+        guard case .processed(let count) = result else { return }
+        if count == 0 {
+            peerClosedInput = true
+            if state == .stalled {
+                closeNow()
+                return
+            }
+            // Answer what is complete, then close (see `process`).
+            updateInterest()
+            drive()
+            return
+        }
+        input.writerIndex += count
+        readNs = loop.now
+        drive()
+    }
+
+    /// Frees space at the end of the read buffer. False when there is none to free.
+    private func makeRoom() -> Bool {
+        if state == .stalled {
+            // Nothing will be answered: drop what arrives, but keep reading to see the client leave.
+            input.clear()
+            return true
+        }
+        if input.readerIndex > 0 {
+            input.compact()
+            parser.reset()
+            return true
+        }
+        if input.capacity == Buffers.smallSize && (state == .idle || state == .readingHead) {
+            // A head longer than a small chunk.
+            loop.buffers.grow(&input)
+            parser.reset()
+            return true
+        }
+        return false
+    }
+
+    private func onWritable() {
+        flushOut()
+        guard state != .closed, !wantsWrite else { return }
+        drive()
+    }
+
+    private func updateInterest() {
+        var interest = Interest.none
+        if !peerClosedInput && !readPaused { interest |= Interest.read }
+        if wantsWrite { interest |= Interest.write }
+        loop.setInterest(registration, interest)
+    }
+
+    /// Makes all the progress possible now: requests from the read buffer, stream events, then one write.
+    private func drive() {
+        while state != .closed {
+            process()
+            guard state == .streaming, !timerArmed else { break }
+            pump()
+            // Still streaming: waiting for a timer or for the socket.
+            if state == .streaming { break }
+        }
+        flushOut()
+    }
+
+    // MARK: Writing
+
+    /// Sends what is queued. False when the socket is full or the connection closed.
+    private func sendOut() -> Bool {
+        while out.readableBytes > 0 {
+            do {
+                switch try Posix.send(fd, out.readPointer, out.readableBytes) {
+                case .processed(let count): out.readerIndex += count
+                case .wouldBlock: return false
+                }
+            } catch {
+                closeNow()
+                return false
+            }
+        }
+        return true
+    }
+
+    /// Sends what is queued, waits for writability if needed, and gives back the buffers of an idle connection.
+    private func flushOut() {
+        guard state != .closed else { return }
+        if out.isAllocated {
+            guard sendOut() else {
+                if state != .closed && !wantsWrite {
+                    wantsWrite = true
+                    updateInterest()
+                }
+                return
+            }
+            loop.buffers.release(&out)
+        }
+        if wantsWrite {
+            wantsWrite = false
+            updateInterest()
+        }
+        if closeAfterFlush {
+            closeNow()
+            return
+        }
+        if state == .idle && input.isAllocated && input.readableBytes == 0 {
+            loop.buffers.release(&input)
+            parser.reset()
+        }
+    }
+
+    /// Makes room for `count` more bytes in the write buffer (a pool chunk, or the heap past 80 KiB).
+    private func reserveOut(_ count: Int) {
+        if !out.isAllocated {
+            attach(&out, atLeast: count)
+            return
+        }
+        guard out.writableBytes < count else { return }
+        if out.readerIndex > 0 {
+            out.compact()
+            if out.writableBytes >= count { return }
+        }
+        var bigger = ByteBuffer()
+        attach(&bigger, atLeast: max(out.readableBytes + count, out.capacity * 2))
+        if out.readableBytes > 0 { bigger.append(out.readPointer, out.readableBytes) }
+        loop.buffers.release(&out)
+        out = bigger
+    }
+
+    private func attach(_ buffer: inout ByteBuffer, atLeast count: Int) {
+        if count <= Buffers.smallSize {
+            loop.buffers.attachSmall(&buffer)
+        } else if count <= Buffers.largeSize {
+            buffer.attach(loop.buffers.large.acquire(), capacity: Buffers.largeSize, origin: 2)
+        } else {
+            loop.buffers.attachHeap(&buffer, capacity: count)
+        }
+    }
+
+    /// Appends a whole response. The body is rendered first, behind room left for the head, and then moved
+    /// up against the head once its length is known: one contiguous response, no length precomputation.
+    private func writeResponse(
+        _ status: Int, contentType: StaticString, estimate: Int, body: (inout ByteBuffer) -> Void
+    ) {
+        reserveOut(estimate + MockRender.maxHeadBytes)
+        let headStart = out.writerIndex
+        let bodyStart = headStart + MockRender.maxHeadBytes
+        out.writerIndex = bodyStart
+        body(&out)
+        let bodyCount = out.writerIndex - bodyStart
+        out.writerIndex = headStart
+        MockRender.head(
+            &out, status: status, contentType: contentType, framing: .length(bodyCount), receivedNs: plan.receivedNs,
+            connection: connectionHeader)
+        memmove(out.writePointer, out.base! + bodyStart, bodyCount)
+        out.writerIndex += bodyCount
+        if plan.isHead {
+            out.writerIndex -= bodyCount
+        } else if plan.fault == .closeMidBody {
+            // Promise the whole body, send half of it, then close.
+            out.writerIndex -= bodyCount - bodyCount / 2
+            closeAfterFlush = true
+        }
+    }
+
+    private var connectionHeader: MockRender.Connection {
+        if !plan.keepAlive { return .close }
+        return plan.minorVersion == 0 ? .keepAlive : .persistent
+    }
+
+    private func writeError(_ status: Int, _ message: StaticString) {
+        let anthropic = plan.endpoint.anthropicErrors
+        writeResponse(status, contentType: "application/json", estimate: 512) { out in
+            MockRender.error(&out, status: status, anthropic: anthropic, message: message)
+        }
+    }
+
+    // MARK: Requests
+
+    /// Parses and answers requests from the read buffer until it needs more bytes, a request must wait,
+    /// or enough output is queued.
+    private func process() {
+        guard !processing else { return }
+        processing = true
+        defer { processing = false }
+        while true {
+            switch state {
+            case .idle, .readingHead:
+                guard !closeAfterFlush, out.readableBytes < MockLimits.outputHighWater else { return }
+                guard input.readableBytes > 0 else {
+                    if peerClosedInput { closeAfterFlush = true }
+                    return
+                }
+                switch parser.parseRequest(input.readPointer, input.readableBytes) {
+                case .incomplete:
+                    state = .readingHead
+                    if peerClosedInput { closeAfterFlush = true }
+                    return
+                case .failed(let error):
+                    respondMalformed(error)
+                    return
+                case .complete:
+                    beginRequest()
+                }
+            case .readingBody:
+                guard bodyComplete() else {
+                    if peerClosedInput && state == .readingBody { closeAfterFlush = true }
+                    return
+                }
+                dispatch()
+            case .waiting, .streaming, .stalled, .closed:
+                return
+            }
+        }
+    }
+
+    /// The head is parsed: count it, read the `x-mock-*` headers, and get ready for the body.
+    private func beginRequest() {
+        let stats = context.stats
+        plan = context.defaults
+        plan.receivedNs = readNs
+        plan.endpoint = MockEndpoint.classify(parser.bytes(parser.target))
+        stats.requests += 1
+        stats.byPath[plan.endpoint.rawValue] += 1
+        plan.methodMatches = parser.method == plan.endpoint.method
+        plan.isHead = parser.method == .head
+        plan.keepAlive = parser.keepAlive
+        plan.minorVersion = parser.minorVersion
+        plan.readHeaders(parser)
+        let expectContinue = parser.expectContinue && parser.minorVersion >= 1
+        let length = Int(max(0, parser.contentLength))
+        let chunked = parser.chunked
+        input.readerIndex += parser.headLength
+        bodyTotal = 0
+        if chunked {
+            bodyMode = .chunked
+            decoder.reset()
+        } else if length == 0 {
+            bodyMode = .none
+        } else if length <= Buffers.largeSize {
+            bodyMode = .inInput
+            bodyLength = length
+            if length > input.capacity {
+                loop.buffers.grow(&input)
+            } else if input.readerIndex + length > input.capacity {
+                input.compact()
+            }
+            parser.reset()
+        } else {
+            bodyMode = .counted
+            bodyLength = length
+        }
+        state = .readingBody
+        if expectContinue && (chunked ? input.readableBytes == 0 : input.readableBytes < length) {
+            reserveOut(32)
+            out.append("HTTP/1.1 100 Continue\r\n\r\n")
+        }
+    }
+
+    /// True when the whole body is here. Counts and decodes the body on the way when it is not kept whole.
+    private func bodyComplete() -> Bool {
+        switch bodyMode {
+        case .none:
+            return true
+        case .inInput:
+            return input.readableBytes >= bodyLength
+        case .counted:
+            let take = min(bodyLength, input.readableBytes)
+            keep(input.readPointer, take)
+            input.readerIndex += take
+            bodyLength -= take
+            bodyTotal += take
+            if input.readableBytes == 0 { input.clear() }
+            return bodyLength == 0
+        case .chunked:
+            let feed = decoder.feed(input.readPointer, input.readableBytes) { data, count in
+                self.keep(data, count)
+                self.bodyTotal += count
+            }
+            if let error = feed.error {
+                respondMalformed(HTTPParseError(status: 400, code: .invalidRequest, message: error))
+                return false
+            }
+            input.readerIndex += feed.consumed
+            if input.readableBytes == 0 { input.clear() }
+            return feed.done
+        }
+    }
+
+    /// Keeps body bytes up to `MockLimits.scanBytes`, for the model lookup.
+    private func keep(_ data: UnsafeRawPointer, _ count: Int) {
+        guard kept.writerIndex < MockLimits.scanBytes, count > 0 else { return }
+        if !kept.isAllocated { attach(&kept, atLeast: MockLimits.scanBytes) }
+        kept.append(data, min(count, MockLimits.scanBytes - kept.writerIndex))
+    }
+
+    /// The body is complete: read `model`, `stream` and friends from it, then answer.
+    private func dispatch() {
+        var body = UnsafeRawBufferPointer(start: nil, count: 0)
+        switch bodyMode {
+        case .inInput:
+            body = UnsafeRawBufferPointer(start: input.readPointer, count: bodyLength)
+            plan.bodyBytes = bodyLength
+        case .counted, .chunked:
+            if kept.isAllocated { body = UnsafeRawBufferPointer(start: kept.base, count: kept.writerIndex) }
+            plan.bodyBytes = bodyTotal
+        case .none:
+            plan.bodyBytes = 0
+        }
+        modelCount = 0
+        if plan.endpoint.isModelAPI && plan.methodMatches && body.count > 0 {
+            let fields = JSONFieldScanner.scan(body)
+            if let range = fields.model {
+                copyModel(UnsafeRawBufferPointer(rebasing: body[range]))
+                context.stats.models.increment(UnsafeRawBufferPointer(start: model, count: modelCount))
+            }
+            plan.stream = fields.stream ?? false
+            if let options = fields.streamOptions {
+                plan.includeUsage = BodyScanner.includeUsage(UnsafeRawBufferPointer(rebasing: body[options]))
+            }
+            if plan.endpoint == .embeddings {
+                plan.inputCount = min(BodyScanner.inputCount(body), MockLimits.maxEmbeddingInputs)
+            }
+        }
+        if bodyMode == .inInput { input.readerIndex += bodyLength }
+        if input.readableBytes == 0 { input.clear() }
+        loop.buffers.release(&kept)
+        bodyMode = .none
+        respond()
+    }
+
+    /// Copies the model name, cut to `maxModelBytes` at an escape and character boundary when longer.
+    private func copyModel(_ bytes: UnsafeRawBufferPointer) {
+        var count = bytes.count
+        if count > MockLimits.maxModelBytes {
+            var offset = 0
+            while offset < count {
+                var unit = 1
+                if bytes[offset] == UInt8(ascii: "\\") {
+                    unit = offset + 1 < count && bytes[offset + 1] == UInt8(ascii: "u") ? 6 : 2
+                }
+                if offset + unit > MockLimits.maxModelBytes { break }
+                offset += unit
+            }
+            while offset > 0 && bytes[offset] & 0xC0 == 0x80 { offset -= 1 }
+            count = offset
+        }
+        if count > 0 { model.copyMemory(from: bytes.baseAddress!, byteCount: count) }
+        modelCount = count
+    }
+
+    /// Decides the response: local endpoints, faults, `--fail-rate`, then the latency wait.
+    private func respond() {
+        let endpoint = plan.endpoint
+        if endpoint == .other {
+            writeError(404, "no such endpoint")
+            finishRequest()
+            return
+        }
+        guard plan.methodMatches else {
+            writeError(405, "method not allowed on this endpoint")
+            finishRequest()
+            return
+        }
+        if endpoint == .stats {
+            startStats()
+            return
+        }
+        if endpoint.isModelAPI {
+            plan.sequence = context.nextSequence()
+            if plan.status == 0 && context.pickedToFail() { plan.status = context.failStatus }
+            switch plan.fault {
+            case .reset:
+                resetNow()
+                return
+            case .stall:
+                state = .stalled
+                return
+            case .none, .closeMidBody:
+                break
+            }
+        }
+        if plan.latencyNs > 0 {
+            state = .waiting
+            arm(at: loop.now + plan.latencyNs)
+            return
+        }
+        startResponse()
+    }
+
+    /// Writes the response now that any latency has passed.
+    private func startResponse() {
+        let status = plan.status == 0 ? 200 : plan.status
+        if status >= 400 {
+            writeError(status, "mock error")
+            finishRequest()
+            return
+        }
+        if plan.streams {
+            startStream(status)
+            return
+        }
+        let echo = self.echo
+        switch plan.endpoint {
+        case .chatCompletions:
+            writeResponse(status, contentType: "application/json", estimate: 1024 + modelCount + 4 * plan.chunks) { out in
+                MockRender.chatCompletion(&out, echo)
+            }
+        case .completions:
+            writeResponse(status, contentType: "application/json", estimate: 512 + modelCount + 4 * plan.chunks) { out in
+                MockRender.textCompletion(&out, echo)
+            }
+        case .embeddings:
+            let estimate = 256 + modelCount + MockRender.embeddingBytesPerInput * plan.inputCount
+            writeResponse(status, contentType: "application/json", estimate: estimate) { out in
+                MockRender.embeddings(&out, echo)
+            }
+        case .messages:
+            writeResponse(status, contentType: "application/json", estimate: 512 + modelCount + 4 * plan.chunks) { out in
+                MockRender.anthropicMessage(&out, echo)
+            }
+        case .models:
+            writeResponse(status, contentType: "application/json", estimate: MockRender.modelList.utf8CodeUnitCount) { out in
+                out.append(MockRender.modelList)
+            }
+        case .stats, .other:
+            break
+        }
+        finishRequest()
+    }
+
+    private var echo: Echo {
+        Echo(
+            model: UnsafeRawBufferPointer(start: model, count: modelCount), sequence: plan.sequence,
+            created: context.createdSeconds, prompt: plan.promptTokens, completion: plan.completionTokens,
+            chunks: plan.chunks, inputs: plan.inputCount)
+    }
+
+    /// The response is queued: get ready for the next request.
+    private func finishRequest() {
+        state = .idle
+        bodyMode = .none
+        if !plan.keepAlive { closeAfterFlush = true }
+        if readPaused {
+            readPaused = false
+            updateInterest()
+        }
+    }
+
+    /// A head or chunked body that does not parse: answer its status and close.
+    private func respondMalformed(_ error: HTTPParseError) {
+        plan = context.defaults
+        plan.receivedNs = readNs
+        plan.keepAlive = false
+        writeResponse(error.status, contentType: "application/json", estimate: 512) { out in
+            MockRender.error(&out, status: error.status, anthropic: false, message: error.message)
+        }
+        input.readerIndex = input.writerIndex
+        loop.buffers.release(&kept)
+        state = .idle
+        bodyMode = .none
+        closeAfterFlush = true
+    }
+
+    // MARK: Streams
+
+    private func startStream(_ status: Int) {
+        chunkedOut = plan.minorVersion >= 1
+        if !chunkedOut { plan.keepAlive = false }
+        reserveOut(MockRender.maxHeadBytes)
+        MockRender.head(
+            &out, status: status, contentType: "text/event-stream", framing: chunkedOut ? .chunked : .untilClose,
+            receivedNs: plan.receivedNs, connection: connectionHeader)
+        group = 0
+        groups = max(plan.chunks, 1)
+        stopAfter = plan.fault == .closeMidBody ? max(1, groups / 2) : Int.max
+        state = .streaming
+        if plan.ttftNs > 0 { arm(at: loop.now + plan.ttftNs) }
+    }
+
+    /// Writes stream events until the stream ends, a timer must pass (itl), or the socket is full.
+    private func pump() {
+        while state == .streaming && !timerArmed {
+            if out.readableBytes >= MockLimits.outputHighWater {
+                guard sendOut() else { return }
+            }
+            emitGroup(group)
+            group += 1
+            if group >= stopAfter {
+                // close-mid-body: the stream stops without its end.
+                finishRequest()
+                closeAfterFlush = true
+                return
+            }
+            if group == groups {
+                finishRequest()
+                return
+            }
+            if plan.itlNs > 0 {
+                arm(at: loop.now + plan.itlNs)
+                return
+            }
+        }
+    }
+
+    /// Writes the events of group `index`: its content delta, with the stream's opening events before the
+    /// first and its closing events after the last. Each event is one HTTP chunk.
+    private func emitGroup(_ index: Int) {
+        reserveOut(4096 + 8 * modelCount)
+        let echo = self.echo
+        let first = index == 0
+        let last = index == groups - 1
+        let content = plan.chunks > 0
+        switch plan.endpoint {
+        case .chatCompletions:
+            if content { event { MockRender.chatChunk(&$0, echo, index: index) } }
+            if last {
+                event { MockRender.chatFinish(&$0, echo, part: 0) }
+                if plan.includeUsage { event { MockRender.chatFinish(&$0, echo, part: 1) } }
+                event { MockRender.done(&$0) }
+            }
+        case .completions:
+            if content { event { MockRender.completionChunk(&$0, echo, index: index) } }
+            if last {
+                event { MockRender.completionChunk(&$0, echo, index: -1) }
+                if plan.includeUsage { event { MockRender.completionChunk(&$0, echo, index: -2) } }
+                event { MockRender.done(&$0) }
+            }
+        case .messages:
+            if first {
+                event { MockRender.anthropicMessageStart(&$0, echo) }
+                event { $0.append(MockRender.anthropicBlockStart) }
+            }
+            if content { event { MockRender.anthropicDelta(&$0, index: index) } }
+            if last {
+                event { $0.append(MockRender.anthropicBlockStop) }
+                event { MockRender.anthropicMessageDelta(&$0, echo) }
+                event { $0.append(MockRender.anthropicMessageStop) }
+            }
+        default:
+            break
+        }
+        if last && chunkedOut && stopAfter > groups { out.append("0\r\n\r\n") }
+    }
+
+    /// Appends one SSE event, framed as its own HTTP chunk when the response is chunked.
+    @inline(__always)
+    private func event(_ render: (inout ByteBuffer) -> Void) {
+        if chunkedOut {
+            let start = out.beginChunk()
+            render(&out)
+            out.endChunk(start)
+        } else {
+            render(&out)
+        }
+    }
+
+    // MARK: Stats
+
+    /// `/mock/stats`: gathers every thread's counters; `statsReady` answers.
+    private func startStats() {
+        state = .waiting
+        token &+= 1
+        guard let shared = context.shared else {
+            writeError(503, "shutting down")
+            finishRequest()
+            return
+        }
+        StatsGather(loops: shared.contexts.count, origin: loop, connection: self, token: token).start(shared)
+    }
+
+    // MARK: Timers and ends
+
+    private func arm(at deadline: UInt64) {
+        token &+= 1
+        timerArmed = true
+        loop.schedule(at: deadline, target: self, token: token)
+    }
+
+    /// `x-mock-fault: reset`: SO_LINGER 0 makes close send a RST instead of a FIN.
+    private func resetNow() {
+        _ = sendOut()
+        guard state != .closed else { return }
+        var option = linger(l_onoff: 1, l_linger: 0)
+        _ = setsockopt(fd, SOL_SOCKET, SO_LINGER, &option, socklen_t(MemoryLayout<linger>.size))
+        closeNow()
+    }
+
+    private func closeNow() {
+        guard state != .closed else { return }
+        state = .closed
+        timerArmed = false
+        token &+= 1
+        loop.deregisterAndClose(registration)
+        loop.buffers.release(&input)
+        loop.buffers.release(&out)
+        loop.buffers.release(&kept)
+    }
+}

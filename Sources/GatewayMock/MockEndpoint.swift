@@ -1,0 +1,162 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import GatewayHTTP
+
+/// The paths gwmock answers. The raw value indexes the per-path counters.
+enum MockEndpoint: Int, CaseIterable {
+    case chatCompletions, completions, embeddings, messages, models, stats, other
+
+    var path: StaticString {
+        switch self {
+        case .chatCompletions: "/v1/chat/completions"
+        case .completions: "/v1/completions"
+        case .embeddings: "/v1/embeddings"
+        case .messages: "/v1/messages"
+        case .models: "/v1/models"
+        case .stats: "/mock/stats"
+        case .other: "other"
+        }
+    }
+
+    /// The one method the endpoint takes.
+    var method: HTTPMethod {
+        switch self {
+        case .models, .stats: .get
+        default: .post
+        }
+    }
+
+    /// The model API: these read a JSON body, count models and obey faults and `--fail-rate`.
+    var isModelAPI: Bool {
+        switch self {
+        case .chatCompletions, .completions, .embeddings, .messages: true
+        default: false
+        }
+    }
+
+    /// Errors on `/v1/messages` take Anthropic's shape.
+    var anthropicErrors: Bool { self == .messages }
+
+    /// Classifies the request target's path (the part before '?').
+    static func classify(_ target: UnsafeRawBufferPointer) -> MockEndpoint {
+        var count = target.count
+        if let query = target.firstIndex(of: UInt8(ascii: "?")) { count = query }
+        guard let base = target.baseAddress else { return .other }
+        func equals(_ text: StaticString) -> Bool {
+            count == text.utf8CodeUnitCount && memcmp(base, text.utf8Start, count) == 0
+        }
+        switch count {
+        case 20 where equals("/v1/chat/completions"): return .chatCompletions
+        case 15 where equals("/v1/completions"): return .completions
+        case 14 where equals("/v1/embeddings"): return .embeddings
+        case 12 where equals("/v1/messages"): return .messages
+        case 10 where equals("/v1/models"): return .models
+        case 11 where equals("/mock/stats"): return .stats
+        default: return .other
+        }
+    }
+}
+
+/// What the `x-mock-fault` header asks for.
+enum MockFault {
+    case none
+    /// SO_LINGER 0 and close: the client sees a reset and no response.
+    case reset
+    /// Never answer; the connection stays open until the client gives up.
+    case stall
+    /// A head that promises more body than is sent, half the body, then close.
+    case closeMidBody
+}
+
+/// Everything about the request in flight that decides its response: read from the head's `x-mock-*`
+/// headers (over the server's defaults) and from the body. A plain value, so a new request costs no allocation.
+struct RequestPlan {
+    var endpoint = MockEndpoint.other
+    var methodMatches = true
+    /// A HEAD request gets the head of its response and no body.
+    var isHead = false
+    var keepAlive = true
+    var minorVersion = 1
+    /// CLOCK_MONOTONIC ns of the read that brought the head.
+    var receivedNs: UInt64 = 0
+    /// `x-mock-status`, or 0.
+    var status = 0
+    var latencyNs: UInt64 = 0
+    var ttftNs: UInt64 = 0
+    var itlNs: UInt64 = 0
+    var chunks = 16
+    /// `x-mock-usage: P,C`, or -1.
+    var usagePrompt = -1
+    var usageCompletion = -1
+    var fault = MockFault.none
+    // From the body.
+    var bodyBytes = 0
+    var stream = false
+    var includeUsage = false
+    var inputCount = 1
+    /// The response id's number.
+    var sequence = 0
+
+    var promptTokens: Int { usagePrompt >= 0 ? usagePrompt : (bodyBytes + 3) / 4 }
+    var completionTokens: Int { usageCompletion >= 0 ? usageCompletion : chunks }
+    var streams: Bool {
+        stream && (endpoint == .chatCompletions || endpoint == .completions || endpoint == .messages)
+    }
+
+    /// Applies the `x-mock-*` headers of a parsed head. Values that do not parse are ignored.
+    mutating func readHeaders(_ parser: HTTPHeadParser) {
+        for i in 0..<parser.fieldCount {
+            let field = parser.fields[i]
+            let name = parser.base + Int(field.name.start)
+            let nameCount = Int(field.name.count)
+            guard nameCount > 7, HTTPBytes.hasLowercasePrefix(name, nameCount, "x-mock-") else { continue }
+            let value = parser.bytes(field.value)
+            if HTTPBytes.equalsLowercase(name, nameCount, "x-mock-status") {
+                if let number = MockNumbers.parse(value), number >= 100, number <= 999 { status = number }
+            } else if HTTPBytes.equalsLowercase(name, nameCount, "x-mock-latency-ms") {
+                if let number = MockNumbers.parse(value) { latencyNs = UInt64(number) * 1_000_000 }
+            } else if HTTPBytes.equalsLowercase(name, nameCount, "x-mock-ttft-ms") {
+                if let number = MockNumbers.parse(value) { ttftNs = UInt64(number) * 1_000_000 }
+            } else if HTTPBytes.equalsLowercase(name, nameCount, "x-mock-itl-ms") {
+                if let number = MockNumbers.parse(value) { itlNs = UInt64(number) * 1_000_000 }
+            } else if HTTPBytes.equalsLowercase(name, nameCount, "x-mock-chunks") {
+                if let number = MockNumbers.parse(value) { chunks = min(number, MockLimits.maxChunks) }
+            } else if HTTPBytes.equalsLowercase(name, nameCount, "x-mock-usage") {
+                guard let comma = value.firstIndex(of: UInt8(ascii: ",")),
+                      let prompt = MockNumbers.parse(UnsafeRawBufferPointer(rebasing: value[..<comma])),
+                      let completion = MockNumbers.parse(UnsafeRawBufferPointer(rebasing: value[(comma + 1)...]))
+                else { continue }
+                usagePrompt = prompt
+                usageCompletion = completion
+            } else if HTTPBytes.equalsLowercase(name, nameCount, "x-mock-fault") {
+                guard let base = value.baseAddress else { continue }
+                if HTTPBytes.equalsLowercase(base, value.count, "reset") {
+                    fault = .reset
+                } else if HTTPBytes.equalsLowercase(base, value.count, "stall") {
+                    fault = .stall
+                } else if HTTPBytes.equalsLowercase(base, value.count, "close-mid-body") {
+                    fault = .closeMidBody
+                }
+            }
+        }
+    }
+}
+
+enum MockNumbers {
+    /// A non-negative decimal of at most 12 digits, spaces around it allowed.
+    static func parse(_ bytes: UnsafeRawBufferPointer) -> Int? {
+        var start = 0
+        var end = bytes.count
+        while start < end, bytes[start] == 0x20 || bytes[start] == 0x09 { start += 1 }
+        while end > start, bytes[end - 1] == 0x20 || bytes[end - 1] == 0x09 { end -= 1 }
+        guard end > start, end - start <= 12 else { return nil }
+        var value = 0
+        for i in start..<end {
+            let digit = bytes[i] &- UInt8(ascii: "0")
+            guard digit < 10 else { return nil }
+            value = value * 10 + Int(digit)
+        }
+        return value
+    }
+}

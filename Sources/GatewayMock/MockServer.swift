@@ -1,0 +1,157 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import CShims
+import GatewayIO
+
+/// Runs gwmock: one reactor thread per `--threads`, each with its own SO_REUSEPORT listener, counters and
+/// buffers. The calling thread waits for SIGTERM or SIGINT and then stops the loops (no drain: a mock).
+public final class MockServer {
+    public struct StartupError: Error, CustomStringConvertible {
+        public let description: String
+    }
+
+    private let options: MockOptions
+
+    /// - Throws: `StartupError` when an option is out of range, or TLS is asked for.
+    public init(options: MockOptions) throws(StartupError) {
+        try options.validate()
+        self.options = options
+    }
+
+    /// Binds, prints `listening http://HOST:PORT`, serves until SIGTERM/SIGINT, and returns the exit code.
+    public func run() throws(StartupError) -> Int32 {
+        // Block the signals before any thread exists, so that every thread inherits the mask.
+        let signalFD = CShims_signalfd_for_shutdown_signals()
+        guard signalFD >= 0 else { throw StartupError(description: "cannot create a signalfd") }
+        var hostPort = options.listen
+        if hostPort.hasPrefix("http://") { hostPort.removeFirst(7) }
+        let address: SocketAddress
+        do {
+            address = try SocketAddress(parsing: hostPort)
+        } catch {
+            throw StartupError(description: "--listen: \(error)")
+        }
+        let shared = MockShared(options: options)
+        var bound = address
+        for context in shared.contexts {
+            let fd: Int32
+            do {
+                (fd, bound) = try Sockets.listen(on: bound)
+            } catch {
+                throw StartupError(description: "cannot listen on \(bound): \(error)")
+            }
+            context.listener = MockListener(fd: fd, context: context)
+        }
+        printLine("listening http://\(bound)")
+        let threads = shared.contexts.map { $0.loop.startThread() }
+        waitForShutdown(signalFD)
+        for context in shared.contexts {
+            context.loop.execute { loop in loop.stop() }
+        }
+        for thread in threads { Threads.join(thread) }
+        Posix.close(signalFD)
+        return 0
+    }
+
+    private func waitForShutdown(_ signalFD: Int32) {
+        var pollFD = pollfd(fd: signalFD, events: Int16(POLLIN), revents: 0)
+        while true {
+            if poll(&pollFD, 1, -1) < 0 { continue }
+            let signal = CShims_read_signalfd(signalFD)
+            if signal == SIGTERM || signal == SIGINT { return }
+        }
+    }
+}
+
+/// What the threads share: the options and every loop's context. Built before the threads start and
+/// never changed after; a context's mutable state is touched only on its own loop's thread.
+final class MockShared: @unchecked Sendable {
+    let options: MockOptions
+    let contexts: [MockLoopContext]
+
+    init(options: MockOptions) {
+        self.options = options
+        contexts = (0..<options.threads).map { MockLoopContext(loop: EventLoop(index: $0), options: options) }
+        for context in contexts { context.shared = self }
+    }
+}
+
+/// One reactor thread's own state: its loop, listener, counters and the request defaults.
+final class MockLoopContext {
+    let loop: EventLoop
+    weak var shared: MockShared?
+    var listener: MockListener?
+    let stats = ThreadStats()
+    /// The plan every request starts from: the command-line defaults.
+    let defaults: RequestPlan
+    let failEvery: Int
+    let failStatus: Int
+    private var failCounter = 0
+    private var sequence = 0
+    /// Wall-clock seconds for `created`, refreshed on every tick rather than read per request.
+    private(set) var createdSeconds: Int
+
+    init(loop: EventLoop, options: MockOptions) {
+        self.loop = loop
+        var plan = RequestPlan()
+        plan.latencyNs = UInt64(options.latencyMs) * 1_000_000
+        plan.ttftNs = UInt64(options.ttftMs) * 1_000_000
+        plan.itlNs = UInt64(options.itlMs) * 1_000_000
+        plan.chunks = options.chunks
+        defaults = plan
+        failEvery = options.failEvery
+        failStatus = options.failStatus
+        createdSeconds = Int(Clock.realtimeNs() / 1_000_000_000)
+        loop.tickHook = { [unowned self] _ in
+            self.createdSeconds = Int(Clock.realtimeNs() / 1_000_000_000)
+        }
+    }
+
+    /// The next response id number.
+    func nextSequence() -> Int {
+        sequence &+= 1
+        return sequence
+    }
+
+    /// True when `--fail-rate` picks this model request to fail.
+    func pickedToFail() -> Bool {
+        guard failEvery > 0 else { return false }
+        failCounter &+= 1
+        return failCounter % failEvery == 0
+    }
+}
+
+/// A thread's listening socket; the connections it accepts stay on its thread.
+final class MockListener: EventHandler {
+    private unowned let context: MockLoopContext
+    private let fd: Int32
+    private var registration = Registration.none
+    private var peer = sockaddr_storage()
+
+    init(fd: Int32, context: MockLoopContext) {
+        self.fd = fd
+        self.context = context
+        registration = context.loop.register(fd: fd, interest: EventBits.readable, handler: self)
+    }
+
+    func handleEvent(_ events: UInt32) {
+        // Bounded, so that a flood of connections cannot starve the ones already accepted.
+        for _ in 0..<64 {
+            let result: IOResult<Int32>
+            do {
+                result = try Posix.accept(fd, address: &peer)
+            } catch {
+                if error.errno == ECONNABORTED { continue }
+                Log.error("accept failed: \(error)")
+                return
+            }
+            guard case .processed(let client) = result else { return }
+            Sockets.setNoDelay(client)
+            context.stats.connections += 1
+            MockConnection(fd: client, context: context).start()
+        }
+    }
+
+    func tick(now: UInt64) {}
+}

@@ -1,0 +1,160 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import GatewayIO
+import Synchronization
+
+/// One reactor thread's counters, touched only on that thread: counting a request is a few plain adds.
+/// `/mock/stats` collects a snapshot from every thread through `EventLoop.execute` (see `StatsGather`).
+final class ThreadStats {
+    var requests = 0
+    var connections = 0
+    var byPath = [Int](repeating: 0, count: MockEndpoint.allCases.count)
+    var models = ModelCounts()
+
+    func snapshot() -> StatsSnapshot {
+        StatsSnapshot(requests: requests, connections: connections, byPath: byPath, byModel: models.dictionary())
+    }
+}
+
+/// A count per model name: an open-addressing table keyed by the name's bytes, so that counting a model
+/// already seen allocates nothing. Only a new name allocates (its key).
+struct ModelCounts {
+    private struct Entry {
+        var hash: UInt64
+        var name: [UInt8]
+        var count: Int
+    }
+
+    /// Distinct names kept; later ones are counted under "(other)".
+    static let maxNames = 10_000
+    private var slots = [Entry?](repeating: nil, count: 64)
+    private var used = 0
+    private var overflow = 0
+
+    mutating func increment(_ name: UnsafeRawBufferPointer) {
+        let hash = ModelCounts.hash(name)
+        let mask = slots.count - 1
+        var index = Int(truncatingIfNeeded: hash) & mask
+        while slots[index] != nil {
+            if slots[index]!.hash == hash, ModelCounts.equal(slots[index]!.name, name) {
+                slots[index]!.count += 1
+                return
+            }
+            index = (index + 1) & mask
+        }
+        guard used < ModelCounts.maxNames else {
+            overflow += 1
+            return
+        }
+        slots[index] = Entry(hash: hash, name: Array(name), count: 1)
+        used += 1
+        if used * 2 > slots.count { grow() }
+    }
+
+    private mutating func grow() {
+        let old = slots
+        slots = [Entry?](repeating: nil, count: old.count * 2)
+        let mask = slots.count - 1
+        for case let entry? in old {
+            var index = Int(truncatingIfNeeded: entry.hash) & mask
+            while slots[index] != nil { index = (index + 1) & mask }
+            slots[index] = entry
+        }
+    }
+
+    func dictionary() -> [String: Int] {
+        var result: [String: Int] = [:]
+        for case let entry? in slots { result[String(decoding: entry.name, as: UTF8.self)] = entry.count }
+        if overflow > 0 { result["(other)"] = overflow }
+        return result
+    }
+
+    @inline(__always)
+    private static func hash(_ bytes: UnsafeRawBufferPointer) -> UInt64 {
+        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+        for byte in bytes { hash = (hash ^ UInt64(byte)) &* 0x100_0000_01b3 }
+        return hash
+    }
+
+    @inline(__always)
+    private static func equal(_ name: [UInt8], _ bytes: UnsafeRawBufferPointer) -> Bool {
+        guard name.count == bytes.count else { return false }
+        guard let base = bytes.baseAddress else { return true }
+        return name.withUnsafeBytes { memcmp($0.baseAddress!, base, bytes.count) == 0 }
+    }
+}
+
+/// The counters of one thread, or the sum of all, as plain values that can cross threads.
+struct StatsSnapshot: Sendable {
+    var requests = 0
+    var connections = 0
+    var byPath = [Int](repeating: 0, count: MockEndpoint.allCases.count)
+    var byModel: [String: Int] = [:]
+
+    mutating func add(_ other: StatsSnapshot) {
+        requests += other.requests
+        connections += other.connections
+        for i in byPath.indices { byPath[i] += other.byPath[i] }
+        byModel.merge(other.byModel, uniquingKeysWith: +)
+    }
+
+    /// `{"requests":N,"connections":N,"by_path":{…},"by_model":{…}}`. Every known path appears, 0 or not;
+    /// model names are sorted. Names are echoed as the requests spelled them, escapes included.
+    func json() -> [UInt8] {
+        var text = "{\"requests\":\(requests),\"connections\":\(connections),\"by_path\":{"
+        for endpoint in MockEndpoint.allCases {
+            if endpoint.rawValue > 0 { text += "," }
+            text += "\"\(endpoint.path)\":\(byPath[endpoint.rawValue])"
+        }
+        text += "},\"by_model\":{"
+        for (index, name) in byModel.keys.sorted().enumerated() {
+            if index > 0 { text += "," }
+            text += "\"\(name)\":\(byModel[name]!)"
+        }
+        text += "}}"
+        return Array(text.utf8)
+    }
+}
+
+/// One `/mock/stats` request: asks every loop for its snapshot and, when the last one has answered,
+/// hands the sum back to the connection on its own loop.
+final class StatsGather: @unchecked Sendable {
+    private struct Progress {
+        var remaining: Int
+        var total = StatsSnapshot()
+    }
+
+    private let progress: Mutex<Progress>
+    private let origin: EventLoop
+    /// Touched only on `origin`'s thread.
+    private let connection: MockConnection
+    private let token: UInt64
+
+    init(loops: Int, origin: EventLoop, connection: MockConnection, token: UInt64) {
+        progress = Mutex(Progress(remaining: loops))
+        self.origin = origin
+        self.connection = connection
+        self.token = token
+    }
+
+    /// Asks each loop for its counters.
+    func start(_ shared: MockShared) {
+        for context in shared.contexts {
+            context.loop.execute { loop in
+                self.add(shared.contexts[loop.index].stats.snapshot())
+            }
+        }
+    }
+
+    private func add(_ snapshot: StatsSnapshot) {
+        let finished: StatsSnapshot? = progress.withLock { progress in
+            progress.total.add(snapshot)
+            progress.remaining -= 1
+            return progress.remaining == 0 ? progress.total : nil
+        }
+        guard let finished else { return }
+        let body = finished.json()
+        origin.execute { _ in self.connection.statsReady(token: self.token, body: body) }
+    }
+}
