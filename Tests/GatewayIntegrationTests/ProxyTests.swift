@@ -280,6 +280,59 @@ struct ProxyTests {
         #expect(throws: (any Error).self) { _ = try fixture.client() }
     }
 
+    @Test("a reused upstream connection that fails before any response byte is retried once on a new one")
+    func retriesOnceOnAFreshConnection() throws {
+        let fixture = try GatewayFixture.start()
+        defer { fixture.stop() }
+        let client = try fixture.client()
+        // Warm the pool: the next request goes out on a reused connection.
+        #expect(try client.send(HTTPRequest.post("/v1/chat/completions", body: chatBody())).status == 200)
+        let before = try fixture.mockStats()["requests"] as? Int ?? 0
+        let response = try client.send(HTTPRequest.post("/v1/chat/completions", body: chatBody(), headers: [("x-mock-fault", "reset")]))
+        #expect(response.status == 502)
+        let after = try fixture.mockStats()["requests"] as? Int ?? 0
+        // Two attempts reached the mock (the reused connection, then a new one), plus the stats request.
+        #expect(after - before == 3)
+    }
+
+    @Test("SIGHUP reloads the configuration without dropping connections")
+    func reloadsOnSIGHUP() throws {
+        let fixture = try GatewayFixture.start()
+        defer { fixture.stop() }
+        let client = try fixture.client()
+        #expect(try client.send(HTTPRequest.post("/v1/chat/completions", body: chatBody(model: "gpt-new"))).status == 404)
+        var yaml = try String(contentsOfFile: fixture.configPath, encoding: .utf8)
+        yaml += "\n  - name: gpt-new\n    deployments: [{provider: mock, model: gpt-4o-mini}]\n"
+        try yaml.write(toFile: fixture.configPath, atomically: true, encoding: .utf8)
+        kill(fixture.gateway.pid, SIGHUP)
+        var status = 0
+        for _ in 0..<50 where status != 200 {
+            usleep(50_000)
+            status = try client.send(HTTPRequest.post("/v1/chat/completions", body: chatBody(model: "gpt-new"))).status
+        }
+        #expect(status == 200)
+        // A broken file is refused and the running configuration stays.
+        try "models: [".write(toFile: fixture.configPath, atomically: true, encoding: .utf8)
+        kill(fixture.gateway.pid, SIGHUP)
+        usleep(300_000)
+        #expect(try client.send(HTTPRequest.post("/v1/chat/completions", body: chatBody(model: "gpt-new"))).status == 200)
+        #expect(fixture.gatewayStderr.contains("reload failed"))
+    }
+
+    @Test("an HTTP/1.0 client gets a streamed response de-chunked, ended by close")
+    func http10Client() throws {
+        let fixture = try GatewayFixture.start()
+        defer { fixture.stop() }
+        let client = try fixture.client()
+        let body = chatBody(stream: true)
+        let response = try client.send("POST /v1/chat/completions HTTP/1.0\r\nContent-Length: \(body.utf8.count)\r\n\r\n\(body)")
+        #expect(response.status == 200)
+        #expect(response.header("transfer-encoding") == nil)
+        #expect(response.endedByClose)
+        #expect(response.text.hasPrefix("data: {"))
+        #expect(response.text.hasSuffix("data: [DONE]\n\n"))
+    }
+
     @Test("pipelined requests are answered in order")
     func pipelining() throws {
         let fixture = try GatewayFixture.start()
