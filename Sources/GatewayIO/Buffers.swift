@@ -42,7 +42,7 @@ public struct ByteBuffer {
     public private(set) var capacity: Int
     public var readerIndex = 0
     public var writerIndex = 0
-    /// Which pool the memory came from: 0 none (heap), 1 small, 2 large.
+    /// Which pool the memory came from: 0 none (heap), 1 small, 2 large, 3 head.
     public private(set) var origin: UInt8 = 0
 
     public init() {
@@ -145,14 +145,31 @@ public struct ByteBuffer {
     }
 }
 
-/// The thread's buffer pools: 16 KiB chunks for reads and heads, 80 KiB ones for header sections up to 64 KiB.
+/// The thread's buffer pools: 4 KiB chunks for the heads the gateway writes, 16 KiB ones for reads, and
+/// 80 KiB ones for header sections up to 64 KiB. Small head chunks keep a connection that waits on a slow
+/// reader at about 24 KiB.
 public final class Buffers {
+    public static let headSize = 4 * 1024
     public static let smallSize = 16 * 1024
     public static let largeSize = 80 * 1024
+    public let heads = BufferPool(chunkSize: Buffers.headSize)
     public let small = BufferPool(chunkSize: Buffers.smallSize)
     public let large = BufferPool(chunkSize: Buffers.largeSize, maxFree: 64)
 
     public init() {}
+
+    /// Attaches the smallest pooled chunk that holds `capacity` bytes, or a heap buffer beyond 80 KiB.
+    public func attach(_ buffer: inout ByteBuffer, capacity: Int) {
+        if capacity <= Buffers.headSize {
+            buffer.attach(heads.acquire(), capacity: Buffers.headSize, origin: 3)
+        } else if capacity <= Buffers.smallSize {
+            buffer.attach(small.acquire(), capacity: Buffers.smallSize, origin: 1)
+        } else if capacity <= Buffers.largeSize {
+            buffer.attach(large.acquire(), capacity: Buffers.largeSize, origin: 2)
+        } else {
+            attachHeap(&buffer, capacity: capacity)
+        }
+    }
 
     @inline(__always)
     public func attachSmall(_ buffer: inout ByteBuffer) {
@@ -175,6 +192,7 @@ public final class Buffers {
         switch origin {
         case 1: small.release(memory)
         case 2: large.release(memory)
+        case 3: heads.release(memory)
         default: memory.deallocate()
         }
     }

@@ -509,11 +509,7 @@ final class ClientConnection: EventHandler, UpstreamExchange {
     private func buildUpstreamHead(_ deployment: DeploymentRoute, provider: ProviderRoute) {
         loop.buffers.release(&upstreamHead)
         let needed = parser.headLength + provider.basePath.count + provider.credentialLines.count + 512
-        if needed <= Buffers.smallSize {
-            loop.buffers.attachSmall(&upstreamHead)
-        } else {
-            loop.buffers.attachHeap(&upstreamHead, capacity: needed)
-        }
+        loop.buffers.attach(&upstreamHead, capacity: needed)
         let base = parser.base
         upstreamHead.append(base + Int(parser.methodRange.start), Int(parser.methodRange.count))
         upstreamHead.append(byte: UInt8(ascii: " "))
@@ -625,11 +621,8 @@ final class ClientConnection: EventHandler, UpstreamExchange {
         keepAlive = !close
         loop.buffers.release(&responseHead)
         let needed = parser.headLength + 512 + requestIDCount
-        if needed <= Buffers.smallSize {
-            loop.buffers.attachSmall(&responseHead)
-        } else {
-            loop.buffers.attachHeap(&responseHead, capacity: needed)
-        }
+        loop.buffers.attach(&responseHead, capacity: needed)
+        releaseRequestBuffersOnceSent()
         let base = parser.base
         responseHead.append("HTTP/1.1 ")
         let lineLength = parser.startLineLength
@@ -659,6 +652,17 @@ final class ClientConnection: EventHandler, UpstreamExchange {
         responseHead.append(decimal: attempts)
         responseHead.append(close ? "\r\nconnection: close\r\n\r\n" : "\r\n\r\n")
         out.append(responseHead.readPointer, responseHead.readableBytes)
+    }
+
+    /// Once the response has started there is no retry: the request's head and a body that sits alone in the
+    /// read buffer are no longer needed, so a long stream to a slow reader holds as little as possible.
+    private func releaseRequestBuffersOnceSent() {
+        guard let upstream, !upstream.hasPendingOutput, !streamingBody else { return }
+        loop.buffers.release(&upstreamHead)
+        if bodyMode == .inInput && input.readableBytes == 0 {
+            loop.buffers.release(&input)
+            bodyPointer = nil
+        }
     }
 
     func upstreamBody(_ bytes: UnsafeRawPointer, _ count: Int) -> Bool {
@@ -698,7 +702,7 @@ final class ClientConnection: EventHandler, UpstreamExchange {
         state = .proxying
         let close = closeAfterResponse || !keepAlive || draining
         loop.buffers.release(&responseHead)
-        loop.buffers.attachHeap(&responseHead, capacity: json.count + 256)
+        loop.buffers.attach(&responseHead, capacity: json.count + 256)
         responseHead.append("HTTP/1.1 ")
         responseHead.append(decimal: status)
         responseHead.append(" OK\r\ncontent-type: application/json\r\ncontent-length: ")
@@ -717,7 +721,7 @@ final class ClientConnection: EventHandler, UpstreamExchange {
         state = .proxying
         loop.buffers.release(&responseHead)
         let body = ErrorBody.json(code: code, message: message)
-        loop.buffers.attachHeap(&responseHead, capacity: body.count + 512)
+        loop.buffers.attach(&responseHead, capacity: body.count + 512)
         let id = requestIDCount > 0 ? UnsafeRawBufferPointer(start: requestID, count: requestIDCount) : nil
         ErrorBody.appendResponse(to: &responseHead, status: status, code: code, message: message, close: closing, requestID: id)
         out.append(responseHead.readPointer, responseHead.readableBytes)
