@@ -433,15 +433,28 @@ final class ClientConnection: EventHandler, UpstreamExchange {
 
     static let earlyDispatchBytes = 64 * 1024
 
-    /// Sends the body bytes read since the last call to the upstream.
+    /// Sends the body bytes read since the last call to the upstream. The last byte waits until the whole
+    /// body has been checked: an upstream cannot act on a JSON body it has not fully received, so a second
+    /// top-level "model" after the part we routed on is caught before it can count.
     private func forwardBody() {
         guard let upstream else { return }
-        let fresh = body.writerIndex - bodyForwarded
-        if fresh > 0 {
-            upstream.sendMore(UnsafeRawPointer(body.base! + bodyForwarded), fresh)
-            bodyForwarded = body.writerIndex
+        let complete = body.writerIndex == contentLength
+        if complete {
+            let fields = JSONFieldScanner.scan(UnsafeRawBufferPointer(start: body.base!, count: contentLength))
+            guard fields.isObject, fields.model == modelRange else {
+                self.upstream = nil
+                upstream.cancel()
+                streamingBody = false
+                respondError(400, .invalidRequest, "the request body must be one JSON object with one 'model'", close: true)
+                return
+            }
         }
-        if body.writerIndex == contentLength {
+        let limit = complete ? contentLength : min(body.writerIndex, contentLength - 1)
+        if limit > bodyForwarded {
+            upstream.sendMore(UnsafeRawPointer(body.base! + bodyForwarded), limit - bodyForwarded)
+            bodyForwarded = limit
+        }
+        if complete {
             streamingBody = false
             upstream.requestBodyComplete = true
         }
@@ -563,7 +576,7 @@ final class ClientConnection: EventHandler, UpstreamExchange {
         connection.passRawChunks = minorVersion >= 1
         connection.out.append(upstreamHead.readPointer, upstreamHead.readableBytes)
         // While streaming, only the bytes read so far can go; forwardBody sends the rest.
-        let available = streamingBody ? body.writerIndex : bodyCount
+        let available = streamingBody ? min(body.writerIndex, contentLength - 1) : bodyCount
         if let bodyPointer, available > 0 {
             if let deployment, deployment.renames {
                 connection.out.append(bodyPointer, modelRange.lowerBound)
@@ -577,7 +590,7 @@ final class ClientConnection: EventHandler, UpstreamExchange {
         connection.requestBodyComplete = !streamingBody
         deadline = 0
         connection.sendQueued()
-        if streamingBody && body.writerIndex == contentLength { forwardBody() }
+        if streamingBody && body.writerIndex > bodyForwarded { forwardBody() }
         upstreamWritable()
     }
 

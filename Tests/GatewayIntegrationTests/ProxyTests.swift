@@ -124,6 +124,21 @@ struct ProxyTests {
         #expect(usage?["prompt_tokens"] as? Int == (body.utf8.count + 3) / 4)
     }
 
+    @Test("a large body with a second top-level model after the routed part is refused before it counts")
+    func smuggledSecondModel() throws {
+        let fixture = try GatewayFixture.start()
+        defer { fixture.stop() }
+        let client = try fixture.client(timeout: 30)
+        let filler = String(repeating: "a", count: 200_000)
+        let body = "{\"model\":\"gpt-4o-mini\",\"messages\":[{\"role\":\"user\",\"content\":\"\(filler)\"}],\"model\":\"gpt-4o\"}"
+        let response = try client.send(HTTPRequest.post("/v1/chat/completions", body: body))
+        #expect(response.status == 400)
+        #expect(errorCode(response) == "invalid_request")
+        // gwmock saw the head but never a complete body (it counts models once a body is complete).
+        let byModel = try fixture.mockStats()["by_model"] as? [String: Any]
+        #expect(byModel?.isEmpty == true, "gwmock completed a request: \(String(describing: byModel))")
+    }
+
     @Test("SSE events reach the client one by one, before the upstream sends the last")
     func streamsEventsAsTheyArrive() throws {
         let fixture = try GatewayFixture.start()
