@@ -1,0 +1,2 @@
+// gwbench: thin entry point; the load generator lives in GatewayBench.
+GWBench.main()
