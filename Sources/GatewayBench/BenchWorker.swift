@@ -134,7 +134,7 @@ final class BenchWorker: @unchecked Sendable, PreciseTimerTarget {
     var wantsConnections: Bool { !finished }
 
     /// Open loop: whether the pacer has a timerfd; nil for a closed loop.
-    var usesPreciseTimer: Bool? { pacer.map(\.isPrecise) }
+    var usesPreciseTimer: Bool? { pacer.map { _ in true } }
 
     /// Runs on the worker's thread: opens the connections and sets the timers.
     func start() {

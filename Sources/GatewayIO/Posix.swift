@@ -138,6 +138,18 @@ public enum Posix {
         }
     }
 
+    /// A nonblocking CLOCK_MONOTONIC timerfd, for wakeups finer than epoll_wait's milliseconds.
+    public static func timerfd() -> Int32 {
+        let fd = CShims_timerfd_create()
+        precondition(fd >= 0, "timerfd_create failed: \(errno)")
+        return fd
+    }
+
+    /// Arms a timerfd to fire once at an absolute monotonic time.
+    public static func armTimerfd(_ fd: Int32, at deadlineNs: UInt64) {
+        _ = CShims_timerfd_arm_at(fd, deadlineNs)
+    }
+
     public static func eventfd() -> Int32 {
         let fd = CShims.eventfd(0, Int32(EFD_NONBLOCK) | Int32(EFD_CLOEXEC))
         precondition(fd >= 0, "eventfd failed: \(errno)")
@@ -158,4 +170,8 @@ public enum CPU {
 
     @discardableResult
     public static func pinCurrentThread(to cpu: Int) -> Bool { CShims_pin_current_thread_to_cpu(Int32(cpu)) == 0 }
+
+    /// Pins another process (a child we started) to one CPU.
+    @discardableResult
+    public static func pin(pid: Int32, to cpu: Int) -> Bool { CShims_pin_pid_to_cpu(pid, Int32(cpu)) == 0 }
 }

@@ -22,6 +22,15 @@ int CShims_pin_current_thread_to_cpu(int cpu);
 /// sched_setaffinity(2) for the whole process, to a CPU list like "0" or "1".
 int CShims_pin_process_to_cpu(int cpu);
 
+/// sched_setaffinity(2) for another process (a child we started), to one CPU.
+int CShims_pin_pid_to_cpu(int pid, int cpu);
+
+/// timerfd_create(2) with CLOCK_MONOTONIC, TFD_NONBLOCK and TFD_CLOEXEC.
+int CShims_timerfd_create(void);
+
+/// timerfd_settime(2): arms the timer to fire once at an absolute CLOCK_MONOTONIC time in nanoseconds.
+int CShims_timerfd_arm_at(int fd, uint64_t deadline_ns);
+
 /// The number of CPUs this process may run on (sched_getaffinity + CPU_COUNT).
 int CShims_available_cpus(void);
 
