@@ -35,6 +35,7 @@ let package = Package(
         .target(name: "CShims"),
         .systemLibrary(name: "CNghttp2", pkgConfig: "libnghttp2", providers: [.apt(["libnghttp2-dev"])]),
         .systemLibrary(name: "COpenSSL", pkgConfig: "openssl", providers: [.apt(["libssl-dev"])]),
+        .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
 
         .target(name: "GatewayIO", dependencies: ["CShims"], swiftSettings: swiftSettings),
         .target(name: "GatewayHTTP", dependencies: ["GatewayIO"], swiftSettings: swiftSettings),
@@ -42,6 +43,22 @@ let package = Package(
         .target(
             name: "GatewayProxy",
             dependencies: ["GatewayIO", "GatewayHTTP", "GatewayConfig"],
+            swiftSettings: swiftSettings
+        ),
+        // Policy: keys, groups, limits, budgets, prices and usage; no I/O of its own.
+        .target(
+            name: "GatewayPolicy",
+            dependencies: ["GatewayIO", "GatewayHTTP", "GatewayConfig", "COpenSSL"],
+            swiftSettings: swiftSettings
+        ),
+        // Store: the audit writer thread, SQLite, reports; persisted keys, groups and spend.
+        .target(name: "GatewayStore", dependencies: ["GatewayIO", "CSQLite"], swiftSettings: swiftSettings),
+        // Metrics: per-thread counters and histograms, summed at scrape time into the Prometheus text format.
+        .target(name: "GatewayMetrics", dependencies: ["GatewayIO"], swiftSettings: swiftSettings),
+        // Admin: the admin listener (keys, groups, usage, logs, reload, metrics, health).
+        .target(
+            name: "GatewayAdmin",
+            dependencies: ["GatewayIO", "GatewayHTTP", "GatewayConfig", "GatewayPolicy", "GatewayStore", "GatewayMetrics"],
             swiftSettings: swiftSettings
         ),
         .target(name: "GatewayMock", dependencies: ["GatewayIO", "GatewayHTTP"], swiftSettings: swiftSettings),
@@ -74,6 +91,9 @@ let package = Package(
         .testTarget(name: "GatewayConfigTests", dependencies: ["GatewayConfig"]),
         .testTarget(name: "GatewayIntegrationTests", dependencies: ["GatewayIO", "GatewayHTTP"]),
         .testTarget(name: "GatewayBenchTests", dependencies: ["GatewayBench", "GatewayIO", "GatewayHTTP"]),
+        .testTarget(name: "GatewayPolicyTests", dependencies: ["GatewayPolicy", "GatewayConfig", "GatewayIO"]),
+        .testTarget(name: "GatewayStoreTests", dependencies: ["GatewayStore", "GatewayIO"]),
+        .testTarget(name: "GatewayAdminTests", dependencies: ["GatewayAdmin", "GatewayMetrics", "GatewayIO", "GatewayHTTP"]),
     ],
     swiftLanguageModes: [.v6]
 )
