@@ -503,7 +503,7 @@ final class MockConnection: EventHandler, TimerTarget {
             finishRequest()
             return
         }
-        if endpoint == .stats {
+        if endpoint == .mockStats {
             startStats()
             return
         }
@@ -564,7 +564,7 @@ final class MockConnection: EventHandler, TimerTarget {
             writeResponse(status, contentType: "application/json", estimate: MockRender.modelList.utf8CodeUnitCount) { out in
                 out.append(MockRender.modelList)
             }
-        case .stats, .other:
+        case .mockStats, .health, .other:
             break
         }
         finishRequest()

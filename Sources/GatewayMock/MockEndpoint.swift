@@ -3,59 +3,20 @@ import Glibc
 #endif
 import GatewayHTTP
 
-/// The paths gwmock answers. The raw value indexes the per-path counters.
-enum MockEndpoint: Int, CaseIterable {
-    case chatCompletions, completions, embeddings, messages, models, stats, other
+/// The paths gwmock answers (`/mock/stats` and the model APIs), with what gwmock does with each.
+typealias MockEndpoint = APIPath
 
-    var path: StaticString {
-        switch self {
-        case .chatCompletions: "/v1/chat/completions"
-        case .completions: "/v1/completions"
-        case .embeddings: "/v1/embeddings"
-        case .messages: "/v1/messages"
-        case .models: "/v1/models"
-        case .stats: "/mock/stats"
-        case .other: "other"
-        }
-    }
-
+extension APIPath {
     /// The one method the endpoint takes.
     var method: HTTPMethod {
         switch self {
-        case .models, .stats: .get
+        case .models, .mockStats, .health: .get
         default: .post
-        }
-    }
-
-    /// The model API: these read a JSON body, count models and obey faults and `--fail-rate`.
-    var isModelAPI: Bool {
-        switch self {
-        case .chatCompletions, .completions, .embeddings, .messages: true
-        default: false
         }
     }
 
     /// Errors on `/v1/messages` take Anthropic's shape.
     var anthropicErrors: Bool { self == .messages }
-
-    /// Classifies the request target's path (the part before '?').
-    static func classify(_ target: UnsafeRawBufferPointer) -> MockEndpoint {
-        var count = target.count
-        if let query = target.firstIndex(of: UInt8(ascii: "?")) { count = query }
-        guard let base = target.baseAddress else { return .other }
-        func equals(_ text: StaticString) -> Bool {
-            count == text.utf8CodeUnitCount && memcmp(base, text.utf8Start, count) == 0
-        }
-        switch count {
-        case 20 where equals("/v1/chat/completions"): return .chatCompletions
-        case 15 where equals("/v1/completions"): return .completions
-        case 14 where equals("/v1/embeddings"): return .embeddings
-        case 12 where equals("/v1/messages"): return .messages
-        case 10 where equals("/v1/models"): return .models
-        case 11 where equals("/mock/stats"): return .stats
-        default: return .other
-        }
-    }
 }
 
 /// What the `x-mock-fault` header asks for.

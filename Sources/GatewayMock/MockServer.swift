@@ -41,7 +41,10 @@ public final class MockServer {
             } catch {
                 throw StartupError(description: "cannot listen on \(bound): \(error)")
             }
-            context.listener = MockListener(fd: fd, context: context)
+            context.listener = Acceptor(fd: fd, loop: context.loop) { [unowned context] client, _ in
+                context.stats.connections += 1
+                MockConnection(fd: client, context: context).start()
+            }
         }
         printLine("listening http://\(bound)")
         let threads = shared.contexts.map { $0.loop.startThread() }
@@ -81,7 +84,7 @@ final class MockShared: @unchecked Sendable {
 final class MockLoopContext {
     let loop: EventLoop
     weak var shared: MockShared?
-    var listener: MockListener?
+    var listener: Acceptor?
     let stats = ThreadStats()
     /// The plan every request starts from: the command-line defaults.
     let defaults: RequestPlan
@@ -122,36 +125,3 @@ final class MockLoopContext {
     }
 }
 
-/// A thread's listening socket; the connections it accepts stay on its thread.
-final class MockListener: EventHandler {
-    private unowned let context: MockLoopContext
-    private let fd: Int32
-    private var registration = Registration.none
-    private var peer = sockaddr_storage()
-
-    init(fd: Int32, context: MockLoopContext) {
-        self.fd = fd
-        self.context = context
-        registration = context.loop.register(fd: fd, interest: EventBits.readable, handler: self)
-    }
-
-    func handleEvent(_ events: UInt32) {
-        // Bounded, so that a flood of connections cannot starve the ones already accepted.
-        for _ in 0..<64 {
-            let result: IOResult<Int32>
-            do {
-                result = try Posix.accept(fd, address: &peer)
-            } catch {
-                if error.errno == ECONNABORTED { continue }
-                Log.error("accept failed: \(error)")
-                return
-            }
-            guard case .processed(let client) = result else { return }
-            Sockets.setNoDelay(client)
-            context.stats.connections += 1
-            MockConnection(fd: client, context: context).start()
-        }
-    }
-
-    func tick(now: UInt64) {}
-}

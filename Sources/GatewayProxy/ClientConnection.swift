@@ -4,35 +4,12 @@ import Glibc
 import GatewayHTTP
 import GatewayIO
 
-/// The API paths the gateway knows. Anything else is a 404.
-enum Endpoint {
-    case chatCompletions, completions, embeddings, messages, models, health, unknown
+/// The API paths the gateway answers; anything else is a 404.
+typealias Endpoint = APIPath
 
-    var isProxied: Bool {
-        switch self {
-        case .chatCompletions, .completions, .embeddings, .messages: true
-        default: false
-        }
-    }
-
-    /// Classifies the request target's path (the part before '?').
-    static func classify(_ target: UnsafeRawBufferPointer) -> Endpoint {
-        var count = target.count
-        if let query = target.firstIndex(of: UInt8(ascii: "?")) { count = query }
-        let path = UnsafeRawBufferPointer(rebasing: target[0..<count])
-        func equals(_ text: StaticString) -> Bool {
-            path.count == text.utf8CodeUnitCount && memcmp(path.baseAddress!, text.utf8Start, path.count) == 0
-        }
-        switch count {
-        case 20 where equals("/v1/chat/completions"): return .chatCompletions
-        case 15 where equals("/v1/completions"): return .completions
-        case 14 where equals("/v1/embeddings"): return .embeddings
-        case 12 where equals("/v1/messages"): return .messages
-        case 10 where equals("/v1/models"): return .models
-        case 7 where equals("/health"): return .health
-        default: return .unknown
-        }
-    }
+extension APIPath {
+    /// Forwarded to a provider (the model APIs); the others are answered by the gateway itself.
+    var isProxied: Bool { isModelAPI }
 }
 
 /// One client's HTTP/1.1 connection: it parses requests in place, picks the upstream from the body's
@@ -74,7 +51,7 @@ final class ClientConnection: EventHandler, UpstreamExchange {
     // The request in flight.
     private var keepAlive = true
     private var minorVersion = 1
-    private var endpoint = Endpoint.unknown
+    private var endpoint = Endpoint.other
     private var bodyMode = BodyMode.none
     private var headEnd = 0
     private var contentLength = 0

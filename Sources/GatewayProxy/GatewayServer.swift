@@ -73,7 +73,10 @@ public final class GatewayServer {
                     throw StartupError(description: "cannot listen on \(current): \(error)")
                 }
                 current = actual
-                context.listeners.append(Listener(fd: fd, context: context))
+                context.listeners.append(Acceptor(fd: fd, loop: context.loop) { [unowned context] client, peer in
+                    context.clientCount += 1
+                    ClientConnection(fd: client, peer: peer, context: context).start()
+                })
             }
             bound.append(current)
         }

@@ -6,7 +6,7 @@ final class LoopContext {
     let loop: EventLoop
     private(set) var config: RuntimeConfig
     private(set) var pools: [UpstreamPool] = []
-    var listeners: [Listener] = []
+    var listeners: [Acceptor] = []
     var clientCount = 0
     private(set) var draining = false
     private var drainDeadline: UInt64 = 0
