@@ -1,0 +1,413 @@
+// Reads the token usage out of a response body while it streams through the proxy, without
+// buffering it: a byte-level JSON tokenizer that tracks only the path of the first three object
+// levels, under an SSE line splitter for streams. Its state is a few scalars, so a split anywhere
+// in the input (even inside a key or a number) needs no tail buffer at all.
+// Speed: a container that cannot hold the usage (`choices`, `data`, `content`...) is skipped by a
+// tight loop that only counts brackets and steps over strings, so most bytes cost a few compares.
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Extracts `Usage` from a response body fed in chunks as they arrive.
+///
+/// What it recognizes (numbers only; `null` or missing fields change nothing, the last value seen wins):
+/// - `.openAIJSON`: the top-level `usage.prompt_tokens` and `usage.completion_tokens`.
+/// - `.openAISSE`: the same in each `data:` event; the final usage chunk of an `include_usage` stream
+///   fills them, and `"usage":null` in the other chunks leaves them alone.
+/// - `.anthropicJSON`: the top-level `usage.input_tokens` and `usage.output_tokens`.
+/// - `.anthropicSSE`: `message_start`'s `message.usage.input_tokens` (and its initial
+///   `output_tokens`), then each `message_delta`'s `usage.output_tokens` (cumulative).
+/// Either spelling of the names is accepted in every mode (`input_tokens` counts as prompt,
+/// `output_tokens` as completion). Feed it the payload bytes (after de-chunking and decompression).
+public struct UsageTap: Sendable {
+    public enum Mode: Sendable, Equatable {
+        case openAIJSON, openAISSE, anthropicJSON, anthropicSSE
+    }
+
+    public let mode: Mode
+
+    /// The usage found so far; nil until a token count has been seen.
+    public var usage: Usage? {
+        guard prompt >= 0 || completion >= 0 else { return nil }
+        return Usage(promptTokens: max(0, prompt), completionTokens: max(0, completion))
+    }
+
+    private var prompt = -1
+    private var completion = -1
+
+    // JSON tokenizer.
+    private var lex = Lex.between
+    private var depth = 0
+    /// Bit d-1 set: the container at depth d (1-based, d <= 64) is an array.
+    private var arrayBits: UInt64 = 0
+    private var expectingKey = false
+    private var stringIsKey = false
+    /// The member key at depths 1, 2 and 3.
+    private var key1 = KeyID.none
+    private var key2 = KeyID.none
+    private var key3 = KeyID.none
+    /// The key being read, packed little-endian; keys over 24 bytes or with escapes match nothing.
+    private var keyWords: (UInt64, UInt64, UInt64) = (0, 0, 0)
+    private var keyLength = 0
+    private var keyEscaped = false
+    private var number = 0
+    private var numberValid = true
+    /// While skipping a container: the depth at which it ends.
+    private var skipBase = 0
+
+    // SSE lines.
+    private var line = LineState.start
+    private var prefixMatched = 0
+    private var swallowLF = false
+
+    private enum Lex: UInt8, Sendable {
+        case between, string, escape, number, literal, skip, skipString, skipEscape
+    }
+
+    private enum KeyID: UInt8, Sendable {
+        case none, usage, message, prompt, completion
+    }
+
+    private enum LineState: UInt8, Sendable {
+        case start, prefix, data, skip
+    }
+
+    public init(mode: Mode) {
+        self.mode = mode
+    }
+
+    /// Scans the next bytes of the body. Allocates nothing and keeps nothing of the bytes.
+    public mutating func feed(_ bytes: UnsafeRawBufferPointer) {
+        guard let base = bytes.baseAddress, bytes.count > 0 else { return }
+        let p = base.assumingMemoryBound(to: UInt8.self)
+        switch mode {
+        case .openAIJSON, .anthropicJSON:
+            tokenize(p, 0, bytes.count)
+        case .openAISSE, .anthropicSSE:
+            splitLines(p, bytes.count)
+        }
+    }
+
+    // MARK: SSE
+
+    private static let dataPrefix: (UInt8, UInt8, UInt8, UInt8, UInt8) =
+        (UInt8(ascii: "d"), UInt8(ascii: "a"), UInt8(ascii: "t"), UInt8(ascii: "a"), UInt8(ascii: ":"))
+
+    @inline(__always)
+    private static func prefixByte(_ i: Int) -> UInt8 {
+        switch i {
+        case 0: dataPrefix.0
+        case 1: dataPrefix.1
+        case 2: dataPrefix.2
+        case 3: dataPrefix.3
+        default: dataPrefix.4
+        }
+    }
+
+    private mutating func splitLines(_ p: UnsafePointer<UInt8>, _ count: Int) {
+        var i = 0
+        while i < count {
+            let byte = p[i]
+            if swallowLF {
+                swallowLF = false
+                if byte == 0x0A {
+                    i += 1
+                    continue
+                }
+            }
+            if byte == 0x0A || byte == 0x0D {
+                endLine()
+                swallowLF = byte == 0x0D
+                i += 1
+                continue
+            }
+            switch line {
+            case .start, .prefix:
+                if prefixMatched < 5, byte == UsageTap.prefixByte(prefixMatched) {
+                    prefixMatched += 1
+                    line = .prefix
+                    if prefixMatched == 5 { line = .data }
+                    i += 1
+                } else {
+                    line = .skip
+                }
+            case .data:
+                // Hand the rest of the line to the tokenizer in one run.
+                let end = UsageTap.lineEnd(p, i, count)
+                tokenize(p, i, end)
+                i = end
+            case .skip:
+                i = UsageTap.lineEnd(p, i, count)
+            }
+        }
+    }
+
+    /// The offset of the first CR or LF at or after `start`, or `count` (memchr is vectorized).
+    @inline(__always)
+    private static func lineEnd(_ p: UnsafePointer<UInt8>, _ start: Int, _ count: Int) -> Int {
+        var end = count
+        if let lf = memchr(p + start, 0x0A, count - start) {
+            end = UnsafeRawPointer(p).distance(to: UnsafeRawPointer(lf))
+        }
+        if let cr = memchr(p + start, 0x0D, end - start) {
+            end = UnsafeRawPointer(p).distance(to: UnsafeRawPointer(cr))
+        }
+        return end
+    }
+
+    private mutating func endLine() {
+        switch line {
+        case .start:
+            // A blank line ends the event: whatever its JSON was, the next starts afresh.
+            resetTokenizer()
+        case .data:
+            // Data lines of one event join with a newline, which ends a pending number or literal.
+            var newline: UInt8 = 0x0A
+            withUnsafePointer(to: &newline) { tokenize($0, 0, 1) }
+        case .prefix, .skip:
+            break
+        }
+        line = .start
+        prefixMatched = 0
+    }
+
+    private mutating func resetTokenizer() {
+        lex = .between
+        depth = 0
+        arrayBits = 0
+        expectingKey = false
+        key1 = .none
+        key2 = .none
+        key3 = .none
+    }
+
+    // MARK: JSON
+
+    private mutating func tokenize(_ p: UnsafePointer<UInt8>, _ start: Int, _ end: Int) {
+        var i = start
+        while i < end {
+            switch lex {
+            case .string:
+                if !stringIsKey {
+                    // Skip a value string's contents in a tight loop: most of a stream is text.
+                    while i < end, p[i] != UInt8(ascii: "\""), p[i] != UInt8(ascii: "\\") { i += 1 }
+                    if i == end { return }
+                }
+                let byte = p[i]
+                i += 1
+                if byte == UInt8(ascii: "\"") {
+                    lex = .between
+                    if stringIsKey { endKey() }
+                } else if byte == UInt8(ascii: "\\") {
+                    lex = .escape
+                    keyEscaped = true
+                } else {
+                    appendKeyByte(byte)
+                }
+            case .escape:
+                // The escaped byte cannot end the string; \uXXXX's digits are ordinary bytes.
+                i += 1
+                lex = .string
+            case .number:
+                let byte = p[i]
+                if byte >= UInt8(ascii: "0"), byte <= UInt8(ascii: "9") {
+                    if number < 1 << 50 { number = number * 10 + Int(byte - UInt8(ascii: "0")) }
+                    i += 1
+                } else if byte == UInt8(ascii: ".") || byte == UInt8(ascii: "e") || byte == UInt8(ascii: "E")
+                            || byte == UInt8(ascii: "+") || byte == UInt8(ascii: "-") {
+                    numberValid = false
+                    i += 1
+                } else {
+                    lex = .between
+                    endNumber()
+                }
+            case .literal:
+                let byte = p[i]
+                if (byte | 0x20) >= UInt8(ascii: "a"), (byte | 0x20) <= UInt8(ascii: "z") {
+                    i += 1
+                } else {
+                    lex = .between
+                }
+            case .skip:
+                // Only brackets and strings matter here.
+                while i < end {
+                    let byte = p[i]
+                    i += 1
+                    if byte == UInt8(ascii: "\"") {
+                        lex = .skipString
+                        break
+                    }
+                    let folded = byte | 0x20
+                    if folded == UInt8(ascii: "{") {
+                        depth += 1
+                    } else if folded == UInt8(ascii: "}") {
+                        depth -= 1
+                        if depth == skipBase {
+                            lex = .between
+                            expectingKey = false
+                            break
+                        }
+                    }
+                }
+            case .skipString:
+                while i < end, p[i] != UInt8(ascii: "\""), p[i] != UInt8(ascii: "\\") { i += 1 }
+                if i == end { return }
+                lex = p[i] == UInt8(ascii: "\"") ? .skip : .skipEscape
+                i += 1
+            case .skipEscape:
+                i += 1
+                lex = .skipString
+            case .between:
+                let byte = p[i]
+                i += 1
+                switch byte {
+                case UInt8(ascii: "{"), UInt8(ascii: "["):
+                    guard mayHoldUsage else {
+                        skipBase = depth
+                        depth += 1
+                        lex = .skip
+                        continue
+                    }
+                    push(array: byte == UInt8(ascii: "["))
+                    expectingKey = byte == UInt8(ascii: "{")
+                case UInt8(ascii: "}"), UInt8(ascii: "]"):
+                    if depth > 0 { depth -= 1 }
+                    expectingKey = false
+                case UInt8(ascii: "\""):
+                    lex = .string
+                    stringIsKey = expectingKey && !inArray
+                    if stringIsKey {
+                        keyWords = (0, 0, 0)
+                        keyLength = 0
+                        keyEscaped = false
+                    }
+                case UInt8(ascii: ":"):
+                    expectingKey = false
+                case UInt8(ascii: ","):
+                    expectingKey = !inArray
+                case UInt8(ascii: "-"):
+                    lex = .number
+                    number = 0
+                    numberValid = false
+                case UInt8(ascii: "0")...UInt8(ascii: "9"):
+                    lex = .number
+                    number = Int(byte - UInt8(ascii: "0"))
+                    numberValid = true
+                case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"):
+                    lex = .literal
+                default:
+                    break
+                }
+            }
+        }
+    }
+
+    /// Whether a container starting here can hold the usage: the root; `usage` (or, in an Anthropic
+    /// stream, `message`) in the root object; `message.usage`. Anything else is skipped whole.
+    @inline(__always)
+    private var mayHoldUsage: Bool {
+        switch depth {
+        case 0: return true
+        case 1: return arrayBits & 1 == 0 && (key1 == .usage || (key1 == .message && mode == .anthropicSSE))
+        case 2: return mode == .anthropicSSE && arrayBits & 0b11 == 0 && key1 == .message && key2 == .usage
+        default: return false
+        }
+    }
+
+    @inline(__always)
+    private var inArray: Bool {
+        depth > 0 && depth <= 64 && arrayBits & (1 << UInt64(depth - 1)) != 0
+    }
+
+    @inline(__always)
+    private mutating func push(array: Bool) {
+        depth += 1
+        if depth <= 64 {
+            let bit: UInt64 = 1 << UInt64(depth - 1)
+            if array { arrayBits |= bit } else { arrayBits &= ~bit }
+        }
+        switch depth {
+        case 1: key1 = .none
+        case 2: key2 = .none
+        case 3: key3 = .none
+        default: break
+        }
+    }
+
+    @inline(__always)
+    private mutating func appendKeyByte(_ byte: UInt8) {
+        let i = keyLength
+        keyLength += 1
+        guard i < 24 else { return }
+        let shifted = UInt64(byte) << UInt64((i & 7) * 8)
+        switch i >> 3 {
+        case 0: keyWords.0 |= shifted
+        case 1: keyWords.1 |= shifted
+        default: keyWords.2 |= shifted
+        }
+    }
+
+    private mutating func endKey() {
+        expectingKey = false
+        guard depth >= 1, depth <= 3 else { return }
+        var id = KeyID.none
+        if !keyEscaped, keyLength <= 24 {
+            let words = keyWords
+            let names = UsageTap.names
+            for entry in names where entry.length == keyLength && entry.w0 == words.0 && entry.w1 == words.1 && entry.w2 == words.2 {
+                id = entry.id
+                break
+            }
+        }
+        switch depth {
+        case 1: key1 = id
+        case 2: key2 = id
+        default: key3 = id
+        }
+    }
+
+    private mutating func endNumber() {
+        guard numberValid else { return }
+        let target: KeyID
+        if depth == 2, arrayBits & 0b11 == 0, key1 == .usage {
+            target = key2
+        } else if depth == 3, mode == .anthropicSSE, arrayBits & 0b111 == 0, key1 == .message, key2 == .usage {
+            target = key3
+        } else {
+            return
+        }
+        switch target {
+        case .prompt: prompt = number
+        case .completion: completion = number
+        default: break
+        }
+    }
+
+    private struct Name: Sendable {
+        let id: KeyID
+        let length: Int
+        let w0: UInt64
+        let w1: UInt64
+        let w2: UInt64
+
+        init(_ text: StaticString, _ id: KeyID) {
+            self.id = id
+            length = text.utf8CodeUnitCount
+            var words: [UInt64] = [0, 0, 0]
+            for i in 0..<min(length, 24) { words[i >> 3] |= UInt64(text.utf8Start[i]) << UInt64((i & 7) * 8) }
+            w0 = words[0]
+            w1 = words[1]
+            w2 = words[2]
+        }
+    }
+
+    private static let names: [Name] = [
+        Name("usage", .usage),
+        Name("message", .message),
+        Name("prompt_tokens", .prompt),
+        Name("input_tokens", .prompt),
+        Name("completion_tokens", .completion),
+        Name("output_tokens", .completion),
+    ]
+}
