@@ -42,7 +42,10 @@ let package = Package(
         .target(name: "GatewayConfig", dependencies: ["Yams"], swiftSettings: swiftSettings),
         .target(
             name: "GatewayProxy",
-            dependencies: ["GatewayIO", "GatewayHTTP", "GatewayConfig"],
+            dependencies: [
+                "GatewayIO", "GatewayHTTP", "GatewayConfig", "GatewayPolicy", "GatewayStore", "GatewayMetrics",
+                "GatewayAdmin",
+            ],
             swiftSettings: swiftSettings
         ),
         // Policy: keys, groups, limits, budgets, prices and usage; no I/O of its own.

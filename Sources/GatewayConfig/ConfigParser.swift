@@ -94,7 +94,7 @@ final class ConfigParser {
     }
 
     private func storeSettings(_ top: Fields) -> StoreSettings {
-        guard let f = section(top, "store", allowed: ["sqlite", "postgres", "redis"]) else { return StoreSettings() }
+        guard let f = section(top, "store", allowed: ["sqlite", "postgres", "redis", "retention_days"]) else { return StoreSettings() }
         let sqlite = string(f, "sqlite")
         let postgres = string(f, "postgres")
         let redis = string(f, "redis")
@@ -108,7 +108,9 @@ final class ConfigParser {
             fail(f.path("postgres"), "set either sqlite or postgres as the store, not both")
         }
         // Audit records need somewhere to go: without postgres, the embedded SQLite file is used.
-        return StoreSettings(sqlite: sqlite ?? (postgres == nil ? "gateway.db" : nil), postgres: postgres, redis: redis)
+        return StoreSettings(
+            sqlite: sqlite ?? (postgres == nil ? "gateway.db" : nil), postgres: postgres, redis: redis,
+            retentionDays: int(f, "retention_days", atLeast: 1), configured: true)
     }
 
     private func providerList(_ top: Fields) -> ([ProviderSettings], Set<String>) {
@@ -218,7 +220,8 @@ final class ConfigParser {
         var groups: [GroupSettings] = []
         var names: [(String, String)] = []
         for (node, path) in items {
-            guard let f = fields(node, at: path, allowed: ["name", "models", "budget", "limits"]) else { continue }
+            guard let f = fields(node, at: path, allowed: ["name", "models", "budget", "limits", "log_bodies", "retention_days"])
+            else { continue }
             require(f, "name")
             let name = string(f, "name") ?? ""
             names.append((name, f.path("name")))
@@ -226,7 +229,9 @@ final class ConfigParser {
                 name: name,
                 models: stringList(f, "models").map(\.value),
                 budget: budget(f, "budget"),
-                limits: limits(f, "limits")
+                limits: limits(f, "limits"),
+                logBodies: boolean(f, "log_bodies") ?? false,
+                retentionDays: int(f, "retention_days", atLeast: 1)
             ))
         }
         checkUnique(names, what: "group")
@@ -407,6 +412,15 @@ final class ConfigParser {
             return nil
         }
         return sequence.enumerated().map { ($1, "\(path)[\($0)]") }
+    }
+
+    private func boolean(_ f: Fields, _ key: String) -> Bool? {
+        guard let node = f[key] else { return nil }
+        guard case .scalar(let scalar) = node, kind(node) == .bool, let value = Bool.construct(from: scalar) else {
+            fail(f.path(key), "expected true or false, got \(describe(node))")
+            return nil
+        }
+        return value
     }
 
     private func int(_ f: Fields, _ key: String, atLeast minimum: Int) -> Int? {

@@ -187,11 +187,21 @@ public struct StoreSettings: Sendable, Equatable {
     public var sqlite: String?
     public var postgres: String?
     public var redis: String?
+    /// Audit records older than this are pruned in the background; nil keeps them.
+    public var retentionDays: Int?
+    /// True when the file has a `store` section. Without one, a gateway in open mode (no keys, groups or
+    /// admin API) keeps no audit log: it is a bare proxy.
+    public var configured: Bool
 
-    public init(sqlite: String? = "gateway.db", postgres: String? = nil, redis: String? = nil) {
+    public init(
+        sqlite: String? = "gateway.db", postgres: String? = nil, redis: String? = nil, retentionDays: Int? = nil,
+        configured: Bool = false
+    ) {
         self.sqlite = sqlite
         self.postgres = postgres
         self.redis = redis
+        self.retentionDays = retentionDays
+        self.configured = configured
     }
 }
 
@@ -342,12 +352,21 @@ public struct GroupSettings: Sendable, Equatable {
     public var models: [String]
     public var budget: Budget?
     public var limits: Limits?
+    /// Store request and response bodies with the audit records of this group's keys.
+    public var logBodies: Bool
+    /// Overrides `store.retention_days` for this group's records.
+    public var retentionDays: Int?
 
-    public init(name: String, models: [String] = [], budget: Budget? = nil, limits: Limits? = nil) {
+    public init(
+        name: String, models: [String] = [], budget: Budget? = nil, limits: Limits? = nil, logBodies: Bool = false,
+        retentionDays: Int? = nil
+    ) {
         self.name = name
         self.models = models
         self.budget = budget
         self.limits = limits
+        self.logBodies = logBodies
+        self.retentionDays = retentionDays
     }
 }
 

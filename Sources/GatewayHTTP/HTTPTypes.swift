@@ -72,6 +72,8 @@ public enum StaticCode: String, Sendable {
     case upstreamUnavailable = "upstream_unavailable"
     case upstreamTimeout = "upstream_timeout"
     case shuttingDown = "shutting_down"
+    /// Not sent to anyone: the audit code of a request whose client (or upstream) went away mid-way.
+    case clientClosed = "client_closed"
 
     /// The OpenAI error `type` that goes with the code.
     public var type: String {
@@ -81,7 +83,7 @@ public enum StaticCode: String, Sendable {
         case .budgetExceeded: "insufficient_quota"
         case .rateLimitExceeded: "rate_limit_error"
         case .modelNotFound, .notFound: "not_found_error"
-        case .upstreamError, .upstreamUnavailable, .upstreamTimeout, .shuttingDown: "api_error"
+        case .upstreamError, .upstreamUnavailable, .upstreamTimeout, .shuttingDown, .clientClosed: "api_error"
         default: "invalid_request_error"
         }
     }

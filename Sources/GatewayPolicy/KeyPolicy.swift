@@ -14,6 +14,10 @@ public final class KeyPolicy: @unchecked Sendable {
     /// Wall-clock seconds from which the key is refused; nil for never.
     public let expires: Int64?
     public let source: KeyRecord.Source
+    /// The period of the key's own budget, if it has one (spend is rebuilt per period at startup).
+    public let budgetPeriod: BudgetPeriod?
+    /// Store this key's request and response bodies with its audit records (a group asked for it).
+    public let logBodies: Bool
     let hash: KeyHash
     /// Indexed by config model index.
     let allowed: [Bool]
@@ -37,6 +41,8 @@ public final class KeyPolicy: @unchecked Sendable {
         self.groups = groups.map(\.name)
         expires = record.expires
         source = record.source
+        budgetPeriod = record.budget?.period
+        logBodies = groups.contains { $0.logBodies }
         hash = record.hash
         var patterns: [String] = []
         for group in groups {

@@ -3,6 +3,8 @@ import Glibc
 #endif
 import GatewayHTTP
 import GatewayIO
+import GatewayPolicy
+import GatewayStore
 
 /// The API paths the gateway answers; anything else is a 404.
 typealias Endpoint = APIPath
@@ -72,6 +74,16 @@ final class ClientConnection: EventHandler, UpstreamExchange {
     private var closeAfterResponse = false
     private let requestID: UnsafeMutableRawPointer
     private var requestIDCount = 0
+    // Policy and accounting of the request in flight.
+    private var key: KeyPolicy?
+    private var ticket: Ticket?
+    private var modelIndex = -1
+    private var usageTap: UsageTap?
+    private var tapDecoder = ChunkedDecoder()
+    private var tapDechunks = false
+    private var includeUsage = IncludeUsagePlan.unchanged
+    private var record = RequestRecord()
+    private var tagsHeader: String?
     private let peerHost: UnsafeMutableRawPointer
     private var peerHostCount = 0
 
@@ -311,8 +323,18 @@ final class ClientConnection: EventHandler, UpstreamExchange {
         if let id = parser.value(of: .xRequestID), id.count > 0, id.count <= 128 {
             requestID.copyMemory(from: parser.base + Int(id.start), byteCount: Int(id.count))
             requestIDCount = Int(id.count)
+        } else if endpoint.isModelAPI {
+            requestIDCount = context.writeRequestID(requestID)
         }
         let hasBody = parser.chunked || parser.contentLength > 0
+        key = nil
+        modelIndex = -1
+        record.begin(endpointIsModelAPI: endpoint.isModelAPI, headBytes: parser.headLength)
+        if record.active { context.metrics?.requestStarted() }
+        tagsHeader = nil
+        if context.audit != nil, let tags = parser.value(named: "x-gateway-tags") {
+            tagsHeader = String(decoding: parser.bytes(tags), as: UTF8.self)
+        }
         if parser.contentLength > Int64(context.config.maxBodyBytes) {
             respondError(413, .requestTooLarge, "the request body exceeds \(context.config.maxBodyBytes) bytes", close: true)
             return
@@ -330,6 +352,17 @@ final class ClientConnection: EventHandler, UpstreamExchange {
             input.readerIndex = min(input.writerIndex, headEnd + contentLength)
             respondError(405, .methodNotAllowed, "this endpoint takes POST", close: closeAfterResponse)
             return
+        }
+        // Authenticate before reading the body: a caller without a valid key costs one hash, not a buffer.
+        if context.config.authRequired {
+            guard let key = authenticate() else {
+                if hasBody && (parser.chunked || input.writerIndex - headEnd < contentLength) { closeAfterResponse = true }
+                input.readerIndex = min(input.writerIndex, headEnd + contentLength)
+                respondError(401, .invalidAPIKey, "a valid API key is required (Authorization: Bearer KEY or x-api-key)",
+                             close: closeAfterResponse)
+                return
+            }
+            self.key = key
         }
         if !parser.chunked && headEnd + contentLength <= input.capacity {
             bodyMode = .inInput
@@ -399,7 +432,8 @@ final class ClientConnection: EventHandler, UpstreamExchange {
     /// the client only as fast as the upstream takes it. A body whose `model` comes later is collected
     /// whole first (up to `max_body_bytes`), since the upstream is not known before it.
     private func dispatchEarlyIfModelKnown() {
-        guard bodyMode == .heapLength, !triedEarlyDispatch, state == .readingBody,
+        // With policy on, bodies are collected whole: forcing include_usage (billing) needs the whole body.
+        guard bodyMode == .heapLength, !triedEarlyDispatch, state == .readingBody, !context.config.authRequired,
               body.writerIndex >= ClientConnection.earlyDispatchBytes else { return }
         triedEarlyDispatch = true
         let prefix = UnsafeRawBufferPointer(start: body.base!, count: body.writerIndex)
@@ -478,16 +512,54 @@ final class ClientConnection: EventHandler, UpstreamExchange {
         }
         self.modelRange = modelRange
         let modelName = UnsafeRawBufferPointer(rebasing: bodyBytes[modelRange])
-        guard let model = context.config.model(named: modelName) else {
+        let model = context.config.model(named: modelName)
+        modelIndex = model?.index ?? -1
+        record.setModel(modelName, streamed: fields.stream == true, keepName: context.audit != nil)
+        if let key {
+            switch context.config.policy.access(key, modelIndex: model?.index, modelName: modelName) {
+            case .allowed:
+                break
+            case .notAllowed:
+                let name = String(decoding: modelName, as: UTF8.self)
+                respondError(403, .modelNotAllowed, "this key may not use the model '\(name)'", close: false)
+                return
+            case .notFound:
+                break
+            }
+        }
+        guard let model else {
             let name = String(decoding: modelName, as: UTF8.self)
             respondError(404, .modelNotFound, "the model '\(name)' does not exist", close: false)
             return
+        }
+        modelIndex = model.index
+        if let key {
+            let admission = context.config.policy.counters.admit(
+                key, estimatedTokens: bodyCount / 4, nowNs: loop.now, nowSeconds: Int64(Clock.realtimeNs() / 1_000_000_000))
+            switch admission {
+            case .admitted(let ticket):
+                self.ticket = ticket
+            case .rejected(.rateLimit(let retryAfter, let which)):
+                respondError(429, .rateLimitExceeded, "rate limit exceeded: \(which)", close: false,
+                             extraHeaders: "retry-after: \(retryAfter)\r\n")
+                return
+            case .rejected(.budget(let which)):
+                respondError(402, .budgetExceeded, "budget exceeded: \(which)", close: false)
+                return
+            }
         }
         let chosen = model.deployments[0]
         deployment = chosen
         pool = context.pools[chosen.providerIndex]
         if requestIDCount == 0 { requestIDCount = context.writeRequestID(requestID) }
-        buildUpstreamHead(chosen, provider: context.config.providers[chosen.providerIndex])
+        let provider = context.config.providers[chosen.providerIndex]
+        // Streams must end with usage, or they could not be billed.
+        includeUsage = .unchanged
+        if fields.stream == true && provider.kind == .openai && !streamingBody
+            && (endpoint == .chatCompletions || endpoint == .completions) {
+            includeUsage = includeUsagePlan(body: bodyBytes, fields: fields)
+        }
+        buildUpstreamHead(chosen, provider: provider)
         attempts = 1
         waitingForUpstream = true
         deadline = loop.now + context.config.connectTimeoutNs
@@ -514,6 +586,9 @@ final class ClientConnection: EventHandler, UpstreamExchange {
             switch field.kind {
             case .other, .contentType:
                 if field.nominatedByConnection { continue }
+                // The usage tap reads response bodies: ask for them uncompressed.
+                if field.kind == .other,
+                   HTTPBytes.equalsLowercase(base + Int(field.name.start), Int(field.name.count), "accept-encoding") { continue }
                 appendField(field, to: &upstreamHead)
             case .xForwardedFor:
                 forwardedFor = field
@@ -531,7 +606,8 @@ final class ClientConnection: EventHandler, UpstreamExchange {
         upstreamHead.append("\r\nx-request-id: ")
         upstreamHead.append(requestID, requestIDCount)
         upstreamHead.append("\r\ncontent-length: ")
-        let length = deployment.renames ? bodyCount - modelRange.count + deployment.upstreamModel.count : bodyCount
+        var length = deployment.renames ? bodyCount - modelRange.count + deployment.upstreamModel.count : bodyCount
+        length += includeUsage.lengthDelta
         upstreamHead.append(decimal: length)
         upstreamHead.append("\r\n\r\n")
     }
@@ -555,17 +631,12 @@ final class ClientConnection: EventHandler, UpstreamExchange {
         // While streaming, only the bytes read so far can go; forwardBody sends the rest.
         let available = streamingBody ? min(body.writerIndex, contentLength - 1) : bodyCount
         if let bodyPointer, available > 0 {
-            if let deployment, deployment.renames {
-                connection.out.append(bodyPointer, modelRange.lowerBound)
-                deployment.upstreamModel.withUnsafeBytes { connection.out.append($0.baseAddress!, $0.count) }
-                connection.out.append(bodyPointer + modelRange.upperBound, available - modelRange.upperBound)
-            } else {
-                connection.out.append(bodyPointer, available)
-            }
+            appendBody(bodyPointer, available, to: &connection.out)
         }
         bodyForwarded = available
         connection.requestBodyComplete = !streamingBody
         deadline = 0
+        if record.upstreamStartNs == 0 { record.upstreamStartNs = Clock.monotonicNs() }
         connection.sendQueued()
         if streamingBody && body.writerIndex > bodyForwarded { forwardBody() }
         upstreamWritable()
@@ -588,6 +659,32 @@ final class ClientConnection: EventHandler, UpstreamExchange {
         respondError(failure.status, failure.code, failure.message, close: false)
     }
 
+    /// Queues the body with its rewrites as writev segments, in offset order: the model alias and the
+    /// forced `stream_options`. The body itself is never copied.
+    private func appendBody(_ start: UnsafeRawPointer, _ count: Int, to out: inout OutboundQueue) {
+        var position = 0
+        func splice(_ range: Range<Int>, _ bytes: UnsafeRawBufferPointer) {
+            out.append(start + position, range.lowerBound - position)
+            out.append(bytes.baseAddress!, bytes.count)
+            position = range.upperBound
+        }
+        let rename = deployment.flatMap { $0.renames ? $0 : nil }
+        var usageSplice: (Range<Int>, StaticString)?
+        if case .splice(let range, let bytes) = includeUsage { usageSplice = (range, bytes) }
+        let usageFirst = usageSplice.map { rename == nil || $0.0.lowerBound < modelRange.lowerBound } ?? false
+        if usageFirst, let (range, bytes) = usageSplice {
+            splice(range, UnsafeRawBufferPointer(start: bytes.utf8Start, count: bytes.utf8CodeUnitCount))
+            usageSplice = nil
+        }
+        if let rename {
+            rename.upstreamModel.withUnsafeBytes { splice(modelRange, $0) }
+        }
+        if let (range, bytes) = usageSplice {
+            splice(range, UnsafeRawBufferPointer(start: bytes.utf8Start, count: bytes.utf8CodeUnitCount))
+        }
+        out.append(start + position, count - position)
+    }
+
     func upstreamWritable() {
         guard streamingBody, readPaused, let upstream, !upstream.hasPendingOutput else { return }
         readPaused = false
@@ -596,6 +693,16 @@ final class ClientConnection: EventHandler, UpstreamExchange {
 
     func upstreamResponseHead(_ parser: HTTPHeadParser, framing: ResponseFraming) {
         responseStarted = true
+        record.status = parser.status
+        record.upstreamHeadNs = Clock.monotonicNs()
+        usageTap = nil
+        if ticket != nil && parser.status < 300 {
+            let anthropic = endpoint == .messages
+            let stream = record.streamed
+            usageTap = UsageTap(mode: anthropic ? (stream ? .anthropicSSE : .anthropicJSON) : (stream ? .openAISSE : .openAIJSON))
+            tapDechunks = framing == .chunked && minorVersion >= 1
+            tapDecoder.reset()
+        }
         // The upstream answered before the whole body arrived: the rest is never read, so close after.
         if streamingBody { closeAfterResponse = true }
         var chunkedToClient = false
@@ -610,7 +717,7 @@ final class ClientConnection: EventHandler, UpstreamExchange {
         let close = !keepAlive || closeAfterResponse || draining || peerClosedInput
         keepAlive = !close
         loop.buffers.release(&responseHead)
-        let needed = parser.headLength + 512 + requestIDCount
+        let needed = parser.headLength + 512 + requestIDCount + RateLimitHeaders.maxEncodedBytes
         loop.buffers.attach(&responseHead, capacity: needed)
         releaseRequestBuffersOnceSent()
         let base = parser.base
@@ -632,6 +739,7 @@ final class ClientConnection: EventHandler, UpstreamExchange {
             }
         }
         if chunkedToClient { responseHead.append("transfer-encoding: chunked\r\n") }
+        if let key { context.config.policy.counters.headers(key, nowNs: loop.now).write(into: &responseHead) }
         responseHead.append("x-request-id: ")
         responseHead.append(requestID, requestIDCount)
         if let deployment {
@@ -642,6 +750,7 @@ final class ClientConnection: EventHandler, UpstreamExchange {
         responseHead.append(decimal: attempts)
         responseHead.append(close ? "\r\nconnection: close\r\n\r\n" : "\r\n\r\n")
         out.append(responseHead.readPointer, responseHead.readableBytes)
+        record.bytesOut += responseHead.readableBytes
     }
 
     /// Once the response has started there is no retry: the request's head and a body that sits alone in the
@@ -656,12 +765,29 @@ final class ClientConnection: EventHandler, UpstreamExchange {
     }
 
     func upstreamBody(_ bytes: UnsafeRawPointer, _ count: Int) -> Bool {
+        if count > 0 {
+            if record.firstByteNs == 0 { record.firstByteNs = Clock.monotonicNs() }
+            record.bytesOut += count
+            if usageTap != nil { tap(bytes, count) }
+        }
         out.append(bytes, count)
         return flush()
     }
 
+    /// Feeds response bytes to the usage tap, through a decoder when they still carry chunked framing.
+    private func tap(_ bytes: UnsafeRawPointer, _ count: Int) {
+        if tapDechunks {
+            _ = tapDecoder.feed(bytes, count) { data, length in
+                usageTap!.feed(UnsafeRawBufferPointer(start: data, count: length))
+            }
+        } else {
+            usageTap!.feed(UnsafeRawBufferPointer(start: bytes, count: count))
+        }
+    }
+
     func upstreamResponseComplete() {
         upstream = nil
+        record.upstreamEndNs = Clock.monotonicNs()
         finishRequest()
     }
 
@@ -669,6 +795,52 @@ final class ClientConnection: EventHandler, UpstreamExchange {
         upstream = nil
         Log.error("upstream reset after the response started; closing the client connection")
         closeNow()
+    }
+
+    // MARK: Policy and accounting
+
+    /// The key a client presents (`Authorization: Bearer KEY` or `x-api-key: KEY`), if valid.
+    private func authenticate() -> KeyPolicy? {
+        var presented: UnsafeRawBufferPointer?
+        if let value = parser.value(of: .authorization) {
+            let bytes = parser.bytes(value)
+            if bytes.count > 7, HTTPBytes.hasLowercasePrefix(bytes.baseAddress!, 7, "bearer ") {
+                presented = UnsafeRawBufferPointer(rebasing: bytes[7...])
+            }
+        } else if let value = parser.value(of: .xApiKey) {
+            presented = parser.bytes(value)
+        }
+        guard let presented, presented.count > 0 else { return nil }
+        return context.config.policy.authenticate(bearer: presented, nowSeconds: Int64(Clock.realtimeNs() / 1_000_000_000))
+    }
+
+    /// Closes the books on the request: the ticket (real usage and cost), the metrics, the audit record.
+    private func finishAccounting() {
+        guard record.active else { return }
+        record.active = false
+        record.endNs = Clock.monotonicNs()
+        if record.upstreamStartNs > 0 && record.upstreamEndNs == 0 { record.upstreamEndNs = record.endNs }
+        let usage = usageTap?.usage
+        usageTap = nil
+        var cost: Int64 = 0
+        if let ticket {
+            let price = modelIndex >= 0 ? context.config.models[modelIndex].price : nil
+            cost = costMicroUSD(usage: usage, price: price)
+            context.config.policy.counters.complete(
+                ticket, usage: usage, costMicroUSD: cost, nowNs: loop.now, nowSeconds: Int64(Clock.realtimeNs() / 1_000_000_000))
+            self.ticket = nil
+        }
+        context.recordMetrics(record, modelIndex: modelIndex, key: key, deployment: deployment, usage: usage, costMicroUSD: cost)
+        if let audit = context.audit {
+            let id = String(decoding: UnsafeRawBufferPointer(start: requestID, count: requestIDCount), as: UTF8.self)
+            var tags = ""
+            if let value = tagsHeader { tags = value }
+            audit.enqueue(AuditRecord(
+                record, requestID: id, keyID: key?.id, keyName: key?.name, groups: key?.groups ?? [], tags: tags,
+                client: String(decoding: UnsafeRawBufferPointer(start: peerHost, count: peerHostCount), as: UTF8.self),
+                deployment: deployment.map { String(decoding: $0.label, as: UTF8.self) } ?? "", attempts: attempts,
+                promptTokens: usage?.promptTokens ?? 0, completionTokens: usage?.completionTokens ?? 0, costMicroUSD: cost))
+        }
     }
 
     // MARK: Local responses
@@ -680,7 +852,16 @@ final class ClientConnection: EventHandler, UpstreamExchange {
                 respondError(405, .methodNotAllowed, "this endpoint takes GET", close: closeAfterResponse)
                 return
             }
-            respondJSON(200, context.config.modelListBody)
+            guard context.config.authRequired else {
+                respondJSON(200, context.config.modelListBody)
+                return
+            }
+            guard let key = authenticate() else {
+                respondError(401, .invalidAPIKey, "a valid API key is required (Authorization: Bearer KEY or x-api-key)",
+                             close: closeAfterResponse)
+                return
+            }
+            respondJSON(200, context.config.modelList(for: key))
         case .health:
             respondJSON(200, Array("{\"status\":\"ok\"}".utf8))
         default:
@@ -705,7 +886,9 @@ final class ClientConnection: EventHandler, UpstreamExchange {
     }
 
     /// Answers with an OpenAI-style error. `close` when the request's framing is unknown or broken.
-    private func respondError(_ status: Int, _ code: StaticCode, _ message: String, close: Bool) {
+    private func respondError(_ status: Int, _ code: StaticCode, _ message: String, close: Bool, extraHeaders: String = "") {
+        record.status = status
+        record.errorCode = code
         let closing = close || closeAfterResponse || !keepAlive || draining
         if closing { keepAlive = false }
         state = .proxying
@@ -713,7 +896,20 @@ final class ClientConnection: EventHandler, UpstreamExchange {
         let body = ErrorBody.json(code: code, message: message)
         loop.buffers.attach(&responseHead, capacity: body.count + 512)
         let id = requestIDCount > 0 ? UnsafeRawBufferPointer(start: requestID, count: requestIDCount) : nil
-        ErrorBody.appendResponse(to: &responseHead, status: status, code: code, message: message, close: closing, requestID: id)
+        var headers = extraHeaders
+        if let key {
+            let limits = context.config.policy.counters.headers(key, nowNs: loop.now)
+            if !limits.isEmpty {
+                var text = ByteBuffer()
+                loop.buffers.attach(&text, capacity: RateLimitHeaders.maxEncodedBytes)
+                limits.write(into: &text)
+                headers += String(decoding: UnsafeRawBufferPointer(start: text.readPointer, count: text.readableBytes), as: UTF8.self)
+                loop.buffers.release(&text)
+            }
+        }
+        ErrorBody.appendResponse(
+            to: &responseHead, status: status, code: code, message: message, close: closing, requestID: id,
+            extraHeaders: headers)
         out.append(responseHead.readPointer, responseHead.readableBytes)
         if closing { closeAfterFlush = true }
         finishRequest()
@@ -723,6 +919,7 @@ final class ClientConnection: EventHandler, UpstreamExchange {
 
     /// The response is queued: reset for the next request, or close when the connection ends here.
     private func finishRequest() {
+        finishAccounting()
         if streamingBody {
             streamingBody = false
             closeAfterFlush = true
@@ -766,6 +963,11 @@ final class ClientConnection: EventHandler, UpstreamExchange {
 
     private func closeNow() {
         guard state != .closed else { return }
+        if record.active {
+            // The client or the upstream went away mid-request: the record and the ticket still close.
+            if record.status == 0 || responseStarted { record.errorCode = record.errorCode ?? .clientClosed }
+            finishAccounting()
+        }
         state = .closed
         if let upstream {
             self.upstream = nil

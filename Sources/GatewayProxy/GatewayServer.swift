@@ -2,65 +2,78 @@
 import Glibc
 #endif
 import CShims
+import Foundation
+import GatewayAdmin
 import GatewayConfig
 import GatewayIO
 
-/// Runs the gateway: one reactor thread per core, each with its own listener, pools and buffers.
-/// The calling thread waits for signals: SIGTERM and SIGINT drain, SIGHUP reloads the configuration.
+/// Runs the gateway: one reactor thread per core, each with its own listener, pools and buffers, plus
+/// the admin listener when `admin` is configured. The calling thread waits for signals: SIGTERM and
+/// SIGINT drain (and flush the audit log), SIGHUP reloads the configuration.
 public final class GatewayServer {
     public struct StartupError: Error, CustomStringConvertible {
         public let description: String
     }
 
-    private let configPath: String?
-    private var config: RuntimeConfig
+    public let control: GatewayControl
+    private let configuration: GatewayConfiguration
     private let threadCount: Int
     private let listenOverride: String?
     private var loops: [EventLoop] = []
     private var contexts: [LoopContext] = []
     private var threads: [pthread_t] = []
+    private var admin: AdminServer?
+    /// The admin listener's address, once started.
+    public private(set) var adminAddress: SocketAddress?
+    /// SIGTERM, SIGINT and SIGHUP arrive here, blocked in every thread (they are blocked before the first
+    /// thread, the audit writer's, starts), so no signal can kill a thread mid-write.
+    private let signalFD: Int32
 
     /// - Parameters:
-    ///   - configPath: re-read on SIGHUP; nil disables reload.
+    ///   - configPath: re-read on SIGHUP and `POST /admin/reload`; nil disables reload.
     ///   - listen: replaces `server.listen` ("HOST:PORT").
     ///   - threads: replaces `server.threads`.
     public init(configuration: GatewayConfiguration, configPath: String?, listen: String? = nil, threads: Int? = nil) throws {
-        self.configPath = configPath
-        self.config = try RuntimeConfig(configuration)
+        self.configuration = configuration
+        signalFD = CShims_signalfd_for_shutdown_signals()
+        guard signalFD >= 0 else { throw StartupError(description: "cannot create a signalfd") }
+        control = try GatewayControl(
+            configuration: configuration, configPath: configPath, environment: ProcessInfo.processInfo.environment)
         self.listenOverride = listen
         self.threadCount = max(1, threads ?? configuration.server.threads ?? CPU.available)
     }
 
     /// Binds, prints the `listening` lines, serves until SIGTERM/SIGINT, drains, and returns the exit code.
     public func run() throws -> Int32 {
-        // Block the signals before any thread exists, so that every thread inherits the mask.
-        let signalFD = CShims_signalfd_for_shutdown_signals()
-        guard signalFD >= 0 else { throw StartupError(description: "cannot create a signalfd") }
         for address in try start() {
             printLine("listening http://\(address)")
         }
-        waitForSignals(signalFD)
+        if let adminAddress { printLine("admin http://\(adminAddress)") }
+        waitForSignals()
         join()
         Log.info("drained; exiting")
         return 0
     }
 
-    /// Binds every listener and starts the reactor threads; returns the bound addresses.
-    /// For embedding (benchmarks, tests); `run()` is the process entry point.
+    /// Binds every listener and starts the reactor threads and the admin listener; returns the bound
+    /// addresses of the client API. For embedding (benchmarks, tests); `run()` is the process entry point.
     public func start() throws -> [SocketAddress] {
         var addresses: [SocketAddress] = []
         if let listenOverride {
             addresses.append(try parseListen(listenOverride))
         } else {
-            for listen in config.source.server.listen {
+            for listen in configuration.server.listen {
                 if listen.tls { throw StartupError(description: "server.listen: tls:// listeners arrive with the TLS issue") }
                 addresses.append(try parseListen(listen.hostPort))
             }
         }
+        if !control.runtime.authRequired {
+            Log.warning("no keys, groups or admin API configured: serving without authentication (open mode)")
+        }
         for index in 0..<threadCount {
             let loop = EventLoop(index: index)
             loops.append(loop)
-            contexts.append(LoopContext(loop: loop, config: config))
+            contexts.append(control.makeContext(loop: loop))
         }
         var bound: [SocketAddress] = []
         for address in addresses {
@@ -80,10 +93,20 @@ public final class GatewayServer {
             }
             bound.append(current)
         }
+        if let settings = configuration.admin {
+            let server = AdminServer(settings: settings, backend: control)
+            do {
+                adminAddress = try server.start()
+            } catch {
+                throw StartupError(description: "admin.listen: cannot listen on \(settings.listen): \(error)")
+            }
+            admin = server
+        }
         let cpus = CPU.available
         for (index, loop) in loops.enumerated() {
             threads.append(loop.startThread(pinTo: threadCount > 1 && cpus >= threadCount ? index % cpus : nil))
         }
+        control.markReady()
         return bound
     }
 
@@ -95,10 +118,13 @@ public final class GatewayServer {
         }
     }
 
-    /// Waits for every reactor thread to end (after a drain).
+    /// Waits for every reactor thread to end (after a drain), stops the admin listener and flushes the
+    /// audit log.
     public func join() {
         for thread in threads { Threads.join(thread) }
         threads.removeAll()
+        admin?.shutdown()
+        control.close()
     }
 
     private func parseListen(_ text: String) throws -> SocketAddress {
@@ -111,7 +137,7 @@ public final class GatewayServer {
         }
     }
 
-    private func waitForSignals(_ signalFD: Int32) {
+    private func waitForSignals() {
         var pollFD = pollfd(fd: signalFD, events: Int16(POLLIN), revents: 0)
         while true {
             let ready = poll(&pollFD, 1, -1)
@@ -119,7 +145,13 @@ public final class GatewayServer {
             let signal = CShims_read_signalfd(signalFD)
             switch signal {
             case SIGHUP:
-                reload()
+                do {
+                    let configuration = try control.reloadFromFile()
+                    admin?.setAdminKey(configuration.admin?.key)
+                    Log.info("configuration reloaded")
+                } catch {
+                    Log.error("reload failed, keeping the running configuration:\n\(error)")
+                }
             case SIGTERM, SIGINT:
                 Log.info("signal \(signal): draining")
                 beginDrain()
@@ -127,22 +159,6 @@ public final class GatewayServer {
             default:
                 continue
             }
-        }
-    }
-
-    private func reload() {
-        guard let configPath else { return }
-        do {
-            let configuration = try GatewayConfiguration.load(path: configPath)
-            let runtime = try RuntimeConfig(configuration)
-            config = runtime
-            for (loop, context) in zip(loops, contexts) {
-                nonisolated(unsafe) let context = context
-                loop.execute { _ in context.apply(runtime) }
-            }
-            Log.info("configuration reloaded from \(configPath)")
-        } catch {
-            Log.error("reload failed, keeping the running configuration:\n\(error)")
         }
     }
 }

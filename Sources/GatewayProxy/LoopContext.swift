@@ -1,4 +1,8 @@
+import GatewayHTTP
 import GatewayIO
+import GatewayMetrics
+import GatewayPolicy
+import GatewayStore
 
 /// What one reactor thread owns besides its event loop: its view of the configuration, its upstream
 /// pools, its client count and its request-id sequence. Nothing here is shared with other threads.
@@ -8,14 +12,20 @@ final class LoopContext {
     private(set) var pools: [UpstreamPool] = []
     var listeners: [Acceptor] = []
     var clientCount = 0
+    /// Where audit records go; nil for a bare proxy (open mode without a `store` section).
+    let audit: AuditLog?
+    /// This thread's metrics; the admin listener sums every thread's at scrape time.
+    let metrics: ThreadMetrics?
     private(set) var draining = false
     private var drainDeadline: UInt64 = 0
     private var requestSequence: UInt64 = 0
     private let requestIDSeed: UInt64
 
-    init(loop: EventLoop, config: RuntimeConfig) {
+    init(loop: EventLoop, config: RuntimeConfig, audit: AuditLog? = nil, metrics: ThreadMetrics? = nil) {
         self.loop = loop
         self.config = config
+        self.audit = audit
+        self.metrics = metrics
         var seed = UInt64(0)
         withUnsafeMutableBytes(of: &seed) { raw in
             for i in 0..<raw.count { raw[i] = UInt8.random(in: 0...255) }
@@ -46,6 +56,29 @@ final class LoopContext {
             value >>= 4
         }
         return 19
+    }
+
+    // MARK: Metrics
+
+    func recordMetrics(
+        _ record: RequestRecord, modelIndex: Int, key: KeyPolicy?, deployment: DeploymentRoute?, usage: Usage?,
+        costMicroUSD: Int64
+    ) {
+        guard let metrics else { return }
+        let model = modelIndex >= 0 ? config.models[modelIndex].metricsID : 0
+        let group = key?.groups.first.flatMap { config.groupMetricIDs[$0] } ?? 0
+        metrics.recordRequest(model: model, group: group, status: record.status, durationNs: record.totalNs, overheadNs: record.overheadNs)
+        if let deployment, record.upstreamStartNs > 0 {
+            metrics.recordUpstream(deployment: deployment.metricsID, durationNs: record.upstreamNs)
+        }
+        if let usage {
+            metrics.recordTokens(model: model, group: group, prompt: usage.promptTokens, completion: usage.completionTokens)
+        }
+        if costMicroUSD > 0 { metrics.recordCost(model: model, group: group, usd: Double(costMicroUSD) / 1e6) }
+        if let code = record.errorCode, let reason = RejectionReason.allCases.first(where: { $0.label == code.rawValue }) {
+            metrics.recordRejection(reason)
+        }
+        metrics.requestEnded()
     }
 
     // MARK: Drain

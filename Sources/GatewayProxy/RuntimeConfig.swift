@@ -4,6 +4,8 @@ import Glibc
 import GatewayConfig
 import GatewayHTTP
 import GatewayIO
+import GatewayMetrics
+import GatewayPolicy
 
 /// The configuration compiled for the hot path: header lines pre-rendered as bytes, models found by
 /// hashing the request's bytes, durations in nanoseconds. Immutable and shared by every reactor thread;
@@ -21,9 +23,36 @@ public final class RuntimeConfig: Sendable {
     public let drainTimeoutNs: UInt64
     /// The body of `GET /v1/models`.
     public let modelListBody: [UInt8]
+    /// Keys, groups and access. Shared counters live in `policy.counters`.
+    public let policy: PolicySnapshot
+    /// False in "open mode": a config with no keys, no groups and no admin API proxies without
+    /// authentication (for bare-proxy benchmarks); the gateway says so at startup.
+    public let authRequired: Bool
+    /// Metric label ids of groups, by name (models and deployments carry theirs).
+    public let groupMetricIDs: [String: Int]
 
-    public init(_ config: GatewayConfiguration) throws {
+    /// The label names a configuration brings to the metrics (models, groups, deployments), in order.
+    public static func metricNames(_ config: GatewayConfiguration, policy: PolicySnapshot?) -> (models: [String], groups: [String], deployments: [String]) {
+        let groups = (policy?.groups ?? config.groups).map(\.name)
+        var deployments: [String] = []
+        for model in config.models {
+            for deployment in model.deployments {
+                let label = "\(deployment.provider)/\(deployment.model)"
+                if !deployments.contains(label) { deployments.append(label) }
+            }
+        }
+        return (config.models.map(\.name), groups, deployments)
+    }
+
+    /// - Parameters:
+    ///   - policy: the policy built from the same configuration (model indexes must agree); nil builds one
+    ///     with no API keys and fresh counters.
+    ///   - labels: the metric label ids to record with; names it lacks record as "none".
+    public init(_ config: GatewayConfiguration, policy: PolicySnapshot? = nil, labels: MetricsLabels = MetricsLabels()) throws {
         source = config
+        self.policy = policy ?? PolicySnapshot(
+            config: config, apiKeys: [], apiGroups: [], environment: [:], counters: PolicyCounters())
+        authRequired = !config.keys.isEmpty || !config.groups.isEmpty || config.admin != nil
         var providers: [ProviderRoute] = []
         for provider in config.providers {
             providers.append(try ProviderRoute(provider))
@@ -34,21 +63,27 @@ public final class RuntimeConfig: Sendable {
         for model in config.models {
             let deployments = model.deployments.map { deployment -> DeploymentRoute in
                 let providerIndex = config.providers.firstIndex { $0.name == deployment.provider }!
+                let label = "\(deployment.provider)/\(deployment.model)"
                 return DeploymentRoute(
                     providerIndex: providerIndex,
                     upstreamModel: Array(deployment.model.utf8),
-                    label: Array("\(deployment.provider)/\(deployment.model)".utf8),
+                    label: Array(label.utf8),
                     renames: deployment.model != model.name,
-                    weight: deployment.weight)
+                    weight: deployment.weight,
+                    metricsID: labels.deploymentID(label))
             }
             let name = Array(model.name.utf8)
             let hash = name.withUnsafeBytes { RuntimeConfig.hash($0) }
             precondition(index[hash] == nil, "model name hash collision: \(model.name)")
             index[hash] = models.count
-            models.append(ModelRoute(name: name, deployments: deployments))
+            models.append(ModelRoute(
+                index: models.count, name: name, deployments: deployments, price: model.price,
+                metricsID: labels.modelID(model.name)))
         }
         self.models = models
         self.modelIndex = index
+        groupMetricIDs = Dictionary(
+            self.policy.groups.map { ($0.name, labels.groupID($0.name)) }, uniquingKeysWith: { first, _ in first })
         let timeouts = config.server.timeouts
         maxBodyBytes = config.server.maxBodyBytes
         headerTimeoutNs = UInt64(timeouts.headerMs) * 1_000_000
@@ -61,6 +96,16 @@ public final class RuntimeConfig: Sendable {
             .joined(separator: ",")
         list += "]}"
         modelListBody = Array(list.utf8)
+    }
+
+    /// The `GET /v1/models` body for a key: only the models it may use.
+    public func modelList(for key: KeyPolicy) -> [UInt8] {
+        var list = "{\"object\":\"list\",\"data\":["
+        list += policy.allowedModels(key).map {
+            "{\"id\":\"\(source.models[$0].name)\",\"object\":\"model\",\"created\":0,\"owned_by\":\"gateway\"}"
+        }.joined(separator: ",")
+        list += "]}"
+        return Array(list.utf8)
     }
 
     /// The model a request names, found from its bytes without making a String.
@@ -133,9 +178,14 @@ public struct DeploymentRoute: Sendable {
     /// True when the upstream model id differs from the name the client used: the body is spliced.
     public let renames: Bool
     public let weight: Int
+    public let metricsID: Int
 }
 
 public struct ModelRoute: Sendable {
+    /// The model's index in the configuration (and in the policy's tables).
+    public let index: Int
     public let name: [UInt8]
     public let deployments: [DeploymentRoute]
+    public let price: Price?
+    public let metricsID: Int
 }
