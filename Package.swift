@@ -74,7 +74,7 @@ let package = Package(
         .executableTarget(
             name: "gateway",
             dependencies: [
-                "GatewayProxy", "GatewayConfig", "CNghttp2", "COpenSSL",
+                "GatewayProxy", "GatewayConfig", "GatewayPolicy", "GatewayStore", "CNghttp2", "COpenSSL",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: swiftSettings

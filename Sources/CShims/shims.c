@@ -7,6 +7,7 @@
 #include <sys/resource.h>
 #include <sys/timerfd.h>
 #include <unistd.h>
+#include <spawn.h>
 
 int CShims_accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags) {
     return accept4(fd, addr, len, flags);
@@ -95,4 +96,8 @@ int CShims_timerfd_arm_at(int fd, uint64_t deadline_ns) {
     spec.it_value.tv_sec = (time_t)(deadline_ns / 1000000000ull);
     spec.it_value.tv_nsec = (long)(deadline_ns % 1000000000ull);
     return timerfd_settime(fd, TFD_TIMER_ABSTIME, &spec, NULL);
+}
+
+int CShims_spawn_addchdir(posix_spawn_file_actions_t *actions, const char *path) {
+    return posix_spawn_file_actions_addchdir_np(actions, path);
 }

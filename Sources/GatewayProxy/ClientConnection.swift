@@ -84,6 +84,10 @@ final class ClientConnection: EventHandler, UpstreamExchange {
     private var includeUsage = IncludeUsagePlan.unchanged
     private var record = RequestRecord()
     private var tagsHeader: String?
+    /// Bodies kept for the audit record when the key's group asks (`log_bodies: true`), up to a cap.
+    private var loggedRequest: String?
+    private var loggedResponse: [UInt8]?
+    static let loggedBodyCap = 1 << 20
     private let peerHost: UnsafeMutableRawPointer
     private var peerHostCount = 0
 
@@ -499,6 +503,7 @@ final class ClientConnection: EventHandler, UpstreamExchange {
             bodyCount = 0
         }
         state = .proxying
+        record.bytesIn += bodyCount
         let received = bodyMode == .heapLength ? body.writerIndex : bodyCount
         let bodyBytes = UnsafeRawBufferPointer(start: bodyPointer, count: received)
         let fields = JSONFieldScanner.scan(bodyBytes)
@@ -533,6 +538,12 @@ final class ClientConnection: EventHandler, UpstreamExchange {
             return
         }
         modelIndex = model.index
+        loggedRequest = nil
+        loggedResponse = nil
+        if let key, key.logBodies, context.audit != nil {
+            loggedRequest = String(decoding: bodyBytes.prefix(ClientConnection.loggedBodyCap), as: UTF8.self)
+            loggedResponse = []
+        }
         if let key {
             let admission = context.config.policy.counters.admit(
                 key, estimatedTokens: bodyCount / 4, nowNs: loop.now, nowSeconds: Int64(Clock.realtimeNs() / 1_000_000_000))
@@ -700,9 +711,9 @@ final class ClientConnection: EventHandler, UpstreamExchange {
             let anthropic = endpoint == .messages
             let stream = record.streamed
             usageTap = UsageTap(mode: anthropic ? (stream ? .anthropicSSE : .anthropicJSON) : (stream ? .openAISSE : .openAIJSON))
-            tapDechunks = framing == .chunked && minorVersion >= 1
-            tapDecoder.reset()
         }
+        tapDechunks = framing == .chunked && minorVersion >= 1
+        tapDecoder.reset()
         // The upstream answered before the whole body arrived: the rest is never read, so close after.
         if streamingBody { closeAfterResponse = true }
         var chunkedToClient = false
@@ -768,20 +779,28 @@ final class ClientConnection: EventHandler, UpstreamExchange {
         if count > 0 {
             if record.firstByteNs == 0 { record.firstByteNs = Clock.monotonicNs() }
             record.bytesOut += count
-            if usageTap != nil { tap(bytes, count) }
+            if usageTap != nil || loggedResponse != nil { tap(bytes, count) }
         }
         out.append(bytes, count)
         return flush()
     }
 
-    /// Feeds response bytes to the usage tap, through a decoder when they still carry chunked framing.
+    /// Feeds response bytes to the usage tap and the body log, through a decoder when they still carry
+    /// chunked framing.
     private func tap(_ bytes: UnsafeRawPointer, _ count: Int) {
         if tapDechunks {
             _ = tapDecoder.feed(bytes, count) { data, length in
-                usageTap!.feed(UnsafeRawBufferPointer(start: data, count: length))
+                observe(UnsafeRawBufferPointer(start: data, count: length))
             }
         } else {
-            usageTap!.feed(UnsafeRawBufferPointer(start: bytes, count: count))
+            observe(UnsafeRawBufferPointer(start: bytes, count: count))
+        }
+    }
+
+    private func observe(_ data: UnsafeRawBufferPointer) {
+        usageTap?.feed(data)
+        if loggedResponse != nil, loggedResponse!.count < ClientConnection.loggedBodyCap {
+            loggedResponse!.append(contentsOf: data.prefix(ClientConnection.loggedBodyCap - loggedResponse!.count))
         }
     }
 
@@ -835,11 +854,16 @@ final class ClientConnection: EventHandler, UpstreamExchange {
             let id = String(decoding: UnsafeRawBufferPointer(start: requestID, count: requestIDCount), as: UTF8.self)
             var tags = ""
             if let value = tagsHeader { tags = value }
-            audit.enqueue(AuditRecord(
+            var entry = AuditRecord(
                 record, requestID: id, keyID: key?.id, keyName: key?.name, groups: key?.groups ?? [], tags: tags,
                 client: String(decoding: UnsafeRawBufferPointer(start: peerHost, count: peerHostCount), as: UTF8.self),
                 deployment: deployment.map { String(decoding: $0.label, as: UTF8.self) } ?? "", attempts: attempts,
-                promptTokens: usage?.promptTokens ?? 0, completionTokens: usage?.completionTokens ?? 0, costMicroUSD: cost))
+                promptTokens: usage?.promptTokens ?? 0, completionTokens: usage?.completionTokens ?? 0, costMicroUSD: cost)
+            entry.requestBody = loggedRequest
+            entry.responseBody = loggedResponse.map { String(decoding: $0, as: UTF8.self) }
+            loggedRequest = nil
+            loggedResponse = nil
+            audit.enqueue(entry)
         }
     }
 

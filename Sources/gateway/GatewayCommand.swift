@@ -2,14 +2,16 @@ import ArgumentParser
 import CNghttp2
 import COpenSSL
 import GatewayConfig
+import GatewayPolicy
 import GatewayProxy
+import GatewayStore
 
 @main
 struct GatewayCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "gateway",
         abstract: "A lean OpenAI-compatible gateway in front of many LLM providers.",
-        subcommands: [Serve.self, Check.self, Version.self]
+        subcommands: [Serve.self, Check.self, Report.self, Version.self]
     )
 }
 
@@ -52,6 +54,55 @@ struct Check: ParsableCommand {
             print("\(config): ok (\(configuration.providers.count) providers, \(configuration.models.count) models)")
         } catch {
             printError("\(error)")
+            throw ExitCode(1)
+        }
+    }
+}
+
+struct Report: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Print a chargeback report from the audit store.")
+
+    @Option(help: "The YAML configuration file (its store is read).") var config: String
+    @Option(help: "group, key, model or tag.") var by: String = "group"
+    @Option(help: "Start date, YYYY-MM-DD (UTC), inclusive.") var since: String?
+    @Option(help: "End date, YYYY-MM-DD (UTC), exclusive.") var until: String?
+    @Option(help: "table, json or csv.") var format: String = "table"
+
+    func run() throws {
+        let configuration: GatewayConfiguration
+        do {
+            configuration = try GatewayConfiguration.load(path: config)
+        } catch {
+            printError("invalid configuration \(config):\n\(error)")
+            throw ExitCode(1)
+        }
+        guard let dimension = UsageDimension(rawValue: by) else {
+            printError("--by: expected group, key, model or tag, got '\(by)'")
+            throw ExitCode(1)
+        }
+        guard let output = ReportFormat(rawValue: format) else {
+            printError("--format: expected table, json or csv, got '\(format)'")
+            throw ExitCode(1)
+        }
+        var bounds: [Int64?] = []
+        for (name, text) in [("--since", since), ("--until", until)] {
+            guard let text else { bounds.append(nil); continue }
+            guard let seconds = CivilTime.secondsOfDate(text) else {
+                printError("\(name): expected a date YYYY-MM-DD, got '\(text)'")
+                throw ExitCode(1)
+            }
+            bounds.append(seconds)
+        }
+        guard let path = configuration.store.sqlite else {
+            printError("store: no sqlite store is configured")
+            throw ExitCode(1)
+        }
+        do {
+            let store = try Store(path: path)
+            let rows = try store.usage(by: dimension, since: bounds[0], until: bounds[1])
+            print(renderUsage(rows, format: output, by: dimension, since: bounds[0], until: bounds[1]), terminator: "")
+        } catch {
+            printError("report: \(error)")
             throw ExitCode(1)
         }
     }

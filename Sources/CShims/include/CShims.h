@@ -12,6 +12,7 @@
 #include <netinet/tcp.h>
 #include <signal.h>
 #include <time.h>
+#include <spawn.h>
 
 /// accept4(2): accept with SOCK_NONBLOCK | SOCK_CLOEXEC in one call.
 int CShims_accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags);
@@ -55,5 +56,8 @@ void CShims_ignore_sigpipe(void);
 
 /// The user and system CPU time of this process in nanoseconds (getrusage).
 uint64_t CShims_process_cpu_ns(void);
+
+/// posix_spawn_file_actions_addchdir_np(3): the child's working directory (glibc ≥ 2.29 hides it from Swift).
+int CShims_spawn_addchdir(posix_spawn_file_actions_t *actions, const char *path);
 
 #endif

@@ -17,9 +17,11 @@ struct GatewayFixture {
     ///   - server: extra YAML lines inside `server:` (indented by 2), e.g. "  max_body_bytes: 1000".
     ///   - maxConnections: the provider's `max_connections`.
     ///   - upstreamPort: point the provider here instead of at the mock (e.g. a closed port).
+    ///   - policy: extra top-level YAML (groups, keys, admin, store); `DIR` is replaced by the fixture's
+    ///     temporary directory.
     static func start(
         mockArguments: [String] = [], server: String = "", maxConnections: Int = 64, upstreamPort: Int? = nil,
-        threads: Int = 1
+        threads: Int = 1, policy: String = "", environment: [String: String] = [:]
     ) throws -> GatewayFixture {
         let mock = try Spawned.start("gwmock", ["--listen", "127.0.0.1:0", "--threads", "1"] + mockArguments)
         let directory = NSTemporaryDirectory() + "gateway-test-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
@@ -43,13 +45,15 @@ struct GatewayFixture {
                 deployments: [{provider: mock, model: gpt-4o-mini}]
               - name: gpt-4o
                 deployments: [{provider: mock, model: gpt-4o-2024-08-06}]
+            \(policy.replacingOccurrences(of: "DIR", with: directory))
             """
         try yaml.write(toFile: configPath, atomically: true, encoding: .utf8)
         let gateway: Spawned
         do {
             gateway = try Spawned.start(
-                "gateway", ["serve", "--config", configPath], environment: ["TEST_PROVIDER_KEY": "sk-provider-secret"],
-                stderrPath: stderrPath)
+                "gateway", ["serve", "--config", configPath],
+                environment: ["TEST_PROVIDER_KEY": "sk-provider-secret"].merging(environment) { _, new in new },
+                readyLines: policy.contains("admin:") ? 2 : 1, stderrPath: stderrPath)
         } catch {
             mock.terminate()
             throw error
@@ -59,6 +63,12 @@ struct GatewayFixture {
 
     func client(timeout: Double = 10) throws -> RawHTTPClient {
         try RawHTTPClient(port: gateway.port, timeout: timeout)
+    }
+
+    /// A client of the admin listener.
+    func adminClient() throws -> RawHTTPClient {
+        guard let port = gateway.port(line: "admin") else { throw HarnessError("no admin listener") }
+        return try RawHTTPClient(port: port)
     }
 
     /// Stops both processes; returns the gateway's exit status.

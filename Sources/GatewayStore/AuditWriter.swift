@@ -1,0 +1,353 @@
+import Synchronization
+import GatewayIO
+
+/// The writer thread's side of `AuditLog`: its own connection, prepared statements and spill file.
+/// Nothing here is touched by any other thread; what is shared lives in `AuditShared`.
+final class AuditWriter: @unchecked Sendable {
+    private let shared: AuditShared
+    private let configuration: AuditShared.Configuration
+    private let db: SQLiteConnection
+    private let insertAudit: SQLiteStatement
+    private let insertGroup: SQLiteStatement
+    private let insertTag: SQLiteStatement
+    private let saveSpillState: SQLiteStatement
+    private let spill: SpillFile
+    /// Swapped with the shared queue each cycle, so that neither side reallocates in steady state.
+    private var spareRecords: [AuditRecord] = []
+    private var spareOverflow: [AuditRecord] = []
+    /// While the database failed recently, batches go straight to the spill file until this monotonic time.
+    private var databaseRetryAtNs: Int64 = 0
+    private var nextPruneAtNs: Int64 = 0
+    /// After a failed spill read, the next try waits until this monotonic time.
+    private var spillRetryAtNs: Int64 = 0
+    /// Spill write errors are logged at most every 10 s (drops are counted and logged by `recordDropped`).
+    private var nextSpillErrorLogNs: Int64 = 0
+    private var pruneInProgress = false
+    private var pruneStatementsReady = false
+
+    /// Records per transaction: large enough to amortize the commit, small enough to check the overflow often.
+    static let transactionRecords = 4096
+    static let importChunkRecords = 2048
+    static let pruneBatchRows = 5000
+    static let pruneBatchesPerCycle = 20
+
+    init(path: String, spillPath: String, shared: AuditShared) throws {
+        self.shared = shared
+        configuration = shared.configuration
+        db = try SQLiteConnection(path: path, busyTimeoutMs: 5000)
+        try Schema.prepare(db)
+        db.setBusyTimeout(configuration.busyTimeoutMs)
+        insertAudit = try db.prepare("""
+            INSERT INTO audit (request_id, key_id, key_name, groups, tags, client_address, start_ns, end_ns,
+                total_latency_us, upstream_latency_us, overhead_us, ttfb_us, requested_model, deployment, attempts,
+                status, error_code, prompt_tokens, completion_tokens, cost_micro_usd, streamed, bytes_in, bytes_out,
+                request_body, response_body)
+            VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21,
+                ?22, ?23, ?24, ?25)
+            """)
+        insertGroup = try db.prepare("INSERT OR IGNORE INTO audit_groups (audit_id, grp) VALUES (?1, ?2)")
+        insertTag = try db.prepare("INSERT OR IGNORE INTO audit_tags (audit_id, tag) VALUES (?1, ?2)")
+        saveSpillState = try db.prepare("INSERT OR REPLACE INTO spill_state (id, generation, offset) VALUES (1, ?1, ?2)")
+
+        let stored = try db.prepare("SELECT generation, offset FROM spill_state WHERE id = 1")
+        let storedState: (Int64, Int64)? = try stored.step() ? (stored.int64(0), stored.int64(1)) : nil
+        spill = try SpillFile(path: spillPath, storedGeneration: storedState?.0, storedOffset: storedState?.1 ?? 0)
+        shared.spillPending.store(spill.pendingRecords, ordering: .relaxed)
+        if spill.pendingRecords > 0 {
+            Log.info("audit log: \(spill.pendingRecords) records in \(spillPath) from an earlier run, re-importing")
+        }
+        spareRecords.reserveCapacity(min(configuration.queueCapacity, 4096))
+    }
+
+    // MARK: The loop
+
+    func run() {
+        nextPruneAtNs = UTCTime.monotonicNs()
+        var prunesSeen = 0
+        while true {
+            let stopping = shared.stopRequested.load(ordering: .acquiring)
+            let now = UTCTime.monotonicNs()
+            let databaseHealthy = now >= databaseRetryAtNs
+            let importReady = databaseHealthy && spillImportWanted()
+            let pruneRequested = shared.pruneRequests.load(ordering: .acquiring) > prunesSeen
+            if !stopping && !importReady && !pruneRequested && !pruneInProgress {
+                var deadline = now + configuration.batchIntervalNs
+                if !databaseHealthy && spill.hasPending { deadline = min(deadline, databaseRetryAtNs) }
+                shared.wake.waitForSignal(untilMonotonicNs: deadline)
+            }
+
+            // Take everything queued; leave the producers empty arrays with capacity.
+            shared.queue.withLock { state in
+                swap(&state.records, &spareRecords)
+                swap(&state.overflow, &spareOverflow)
+            }
+            if !spareOverflow.isEmpty {
+                // The queue was full: the excess goes to the spill file first, it is the cheap write.
+                spillRecords(spareOverflow[...])
+                spareOverflow.removeAll(keepingCapacity: true)
+            }
+            if !spareRecords.isEmpty {
+                writeOrSpill(spareRecords)
+                spareRecords.removeAll(keepingCapacity: true)
+            }
+
+            if stopping {
+                break
+            }
+            importSpillIfQuiet()
+
+            let requests = shared.pruneRequests.load(ordering: .acquiring)
+            if requests > prunesSeen || UTCTime.monotonicNs() >= nextPruneAtNs || pruneInProgress {
+                let complete = pruneOnce()
+                if complete {
+                    nextPruneAtNs = UTCTime.monotonicNs() + configuration.pruneIntervalNs
+                    if requests > prunesSeen {
+                        prunesSeen = requests
+                        shared.prunesDone.store(requests, ordering: .releasing)
+                    }
+                }
+            }
+            shared.progress.withLock { shared.progress.broadcast() }
+        }
+        finish()
+    }
+
+    private func finish() {
+        shared.exited.store(true, ordering: .releasing)
+        shared.progress.withLock { shared.progress.broadcast() }
+    }
+
+    // MARK: Batches
+
+    /// Writes a batch in transactions of `transactionRecords`, or spills what the database cannot take now.
+    /// Between transactions it moves any overflow to the spill file, so that the overflow list never waits behind
+    /// a long batch.
+    private func writeOrSpill(_ records: [AuditRecord]) {
+        var start = 0
+        while start < records.count {
+            if UTCTime.monotonicNs() < databaseRetryAtNs {
+                spillRecords(records[start...])
+                return
+            }
+            let end = min(records.count, start + AuditWriter.transactionRecords)
+            do {
+                try db.transaction {
+                    for index in start..<end { try insert(records[index]) }
+                }
+            } catch {
+                databaseFailed(error)
+                spillRecords(records[start...])
+                return
+            }
+            let count = end - start
+            shared.written.add(count, ordering: .relaxed)
+            shared.inMemory.subtract(count, ordering: .relaxed)
+            shared.settled.add(count, ordering: .releasing)
+            start = end
+            if start < records.count { spillOverflowNow() }
+        }
+    }
+
+    /// Takes the overflow list, if any, and appends it to the spill file.
+    private func spillOverflowNow() {
+        shared.queue.withLock { state in
+            if !state.overflow.isEmpty { swap(&state.overflow, &spareOverflow) }
+        }
+        if !spareOverflow.isEmpty {
+            spillRecords(spareOverflow[...])
+            spareOverflow.removeAll(keepingCapacity: true)
+        }
+    }
+
+    /// Appends records to the spill file; when even that fails they are dropped and counted.
+    private func spillRecords(_ records: ArraySlice<AuditRecord>) {
+        do {
+            try spill.append(records)
+            shared.spilled.add(records.count, ordering: .relaxed)
+            shared.spillPending.add(records.count, ordering: .relaxed)
+        } catch {
+            let now = UTCTime.monotonicNs()
+            if now >= nextSpillErrorLogNs {
+                Log.error("audit log: cannot write the spill file \(spill.path): \(error)")
+                nextSpillErrorLogNs = now + 10_000_000_000
+            }
+            shared.recordDropped(records.count)
+        }
+        shared.inMemory.subtract(records.count, ordering: .relaxed)
+    }
+
+    private func databaseFailed(_ error: any Error) {
+        shared.failedBatches.add(1, ordering: .relaxed)
+        let busy = (error as? SQLiteError)?.isBusy ?? false
+        // A lock held by another connection usually clears quickly; a failing disk does not.
+        databaseRetryAtNs = UTCTime.monotonicNs() + (busy ? 100_000_000 : 1_000_000_000)
+        if !busy { Log.error("audit log: \(error); spilling to \(spill.path)") }
+    }
+
+    private func insert(_ record: AuditRecord) throws {
+        let s = insertAudit
+        s.bind(1, record.requestID)
+        s.bind(2, record.keyID)
+        s.bind(3, record.keyName)
+        s.bind(4, record.groups.isEmpty ? "" : record.groups.joined(separator: ","))
+        s.bind(5, record.tags)
+        s.bind(6, record.clientAddress)
+        s.bind(7, record.startNs)
+        s.bind(8, record.endNs)
+        s.bind(9, record.totalLatencyUs)
+        s.bind(10, record.upstreamLatencyUs)
+        s.bind(11, record.overheadUs)
+        s.bind(12, record.ttfbUs)
+        s.bind(13, record.requestedModel)
+        s.bind(14, record.deployment)
+        s.bind(15, record.attempts)
+        s.bind(16, record.status)
+        s.bind(17, record.errorCode)
+        s.bind(18, record.promptTokens)
+        s.bind(19, record.completionTokens)
+        s.bind(20, record.costMicroUSD)
+        s.bind(21, record.streamed)
+        s.bind(22, record.bytesIn)
+        s.bind(23, record.bytesOut)
+        s.bind(24, record.requestBody)
+        s.bind(25, record.responseBody)
+        try s.run()
+        let rowID = db.lastInsertRowID
+        for group in record.groups where !group.isEmpty {
+            insertGroup.bind(1, rowID)
+            insertGroup.bind(2, group)
+            try insertGroup.run()
+        }
+        if !record.tags.isEmpty {
+            for tag in record.tagPairs {
+                insertTag.bind(1, rowID)
+                insertTag.bind(2, tag)
+                try insertTag.run()
+            }
+        }
+    }
+
+    // MARK: Spill import
+
+    /// Re-imports one chunk of the spill file when the database is healthy and the queue is quiet (or a flush waits).
+    private func importSpillIfQuiet() {
+        guard UTCTime.monotonicNs() >= databaseRetryAtNs, spillImportWanted() else { return }
+        // BEGIN IMMEDIATE first: a busy database fails before the file is read.
+        let chunk: SpillFile.Chunk
+        do {
+            chunk = try db.transaction {
+                let chunk = spill.read(maxRecords: AuditWriter.importChunkRecords)
+                for record in chunk.records { try insert(record) }
+                try bindAndSaveSpillState(offset: chunk.endOffset)
+                return chunk
+            }
+        } catch {
+            databaseFailed(error)
+            return
+        }
+        if chunk.lines == 0 {
+            // Nothing readable although the file is longer than the offset: an I/O error. Do not spin on it.
+            Log.error("audit log: cannot read \(spill.path) at offset \(spill.offset); retrying in 1 s")
+            spillRetryAtNs = UTCTime.monotonicNs() + 1_000_000_000
+            return
+        }
+        spill.commit(chunk)
+        if chunk.corrupt > 0 {
+            Log.warning("audit log: skipped \(chunk.corrupt) unreadable lines in \(spill.path)")
+        }
+        shared.written.add(chunk.records.count, ordering: .relaxed)
+        shared.spillPending.store(spill.pendingRecords, ordering: .relaxed)
+        shared.settled.add(chunk.currentRunRecords, ordering: .releasing)
+        // A restarted file has a new generation, which the stored state does not match: no state write needed.
+        do {
+            if try spill.restartIfDrained() { shared.spillPending.store(0, ordering: .relaxed) }
+        } catch {
+            Log.error("audit log: \(error)")
+        }
+    }
+
+    /// Whether to import now: records wait in the spill file, and the queue is quiet (fresh records first) or a
+    /// flush is waiting for them.
+    private func spillImportWanted() -> Bool {
+        guard spill.hasPending, UTCTime.monotonicNs() >= spillRetryAtNs else { return false }
+        return shared.inMemory.load(ordering: .relaxed) < configuration.batchSize
+            || shared.flushWaiters.load(ordering: .relaxed) > 0
+    }
+
+    private func bindAndSaveSpillState(offset: Int64) throws {
+        saveSpillState.bind(1, spill.generation)
+        saveSpillState.bind(2, offset)
+        try saveSpillState.run()
+    }
+
+    // MARK: Retention
+
+    /// Deletes up to `pruneBatchesPerCycle` batches of expired records.
+    /// - Returns: true when nothing expired is left (or the database was busy and the next cycle retries).
+    private func pruneOnce() -> Bool {
+        let policy = shared.retention.withLock { $0 }
+        if policy.isEmpty { pruneInProgress = false; return true }
+        let nowNs = UTCTime.nowNs()
+        let day = UTCTime.secondsPerDay * UTCTime.nanosecondsPerSecond
+        let minimumDays = ([policy.defaultDays].compactMap { $0 } + Array(policy.groupDays.values)).min()!
+        do {
+            if !pruneStatementsReady {
+                try db.exec("""
+                    CREATE TEMP TABLE IF NOT EXISTS retention_groups (grp TEXT PRIMARY KEY, days INTEGER NOT NULL);
+                    CREATE TEMP TABLE IF NOT EXISTS prune_ids (id INTEGER PRIMARY KEY);
+                    """)
+                pruneStatementsReady = true
+            }
+            try db.exec("DELETE FROM temp.retention_groups")
+            let addGroup = try db.prepare("INSERT INTO temp.retention_groups (grp, days) VALUES (?1, ?2)")
+            for (group, days) in policy.groupDays {
+                addGroup.bind(1, group)
+                addGroup.bind(2, days)
+                try addGroup.run()
+            }
+            // A record expires after the longest override among its groups, else the default (NULL: never).
+            let select = try db.prepare("""
+                INSERT INTO temp.prune_ids (id)
+                SELECT a.id FROM audit a
+                WHERE a.start_ns < ?1
+                  AND a.start_ns < ?2 - COALESCE(
+                      (SELECT MAX(r.days) FROM audit_groups g JOIN temp.retention_groups r ON r.grp = g.grp
+                       WHERE g.audit_id = a.id),
+                      ?3) * \(day)
+                LIMIT ?4
+                """)
+            for _ in 0..<AuditWriter.pruneBatchesPerCycle {
+                let deleted: Int = try db.transaction {
+                    select.bind(1, nowNs - Int64(minimumDays) * day)
+                    select.bind(2, nowNs)
+                    select.bind(3, policy.defaultDays.map(Int64.init))
+                    select.bind(4, AuditWriter.pruneBatchRows)
+                    try select.run()
+                    let count = db.changes
+                    if count > 0 {
+                        try db.exec("""
+                            DELETE FROM audit_groups WHERE audit_id IN (SELECT id FROM temp.prune_ids);
+                            DELETE FROM audit_tags WHERE audit_id IN (SELECT id FROM temp.prune_ids);
+                            DELETE FROM audit WHERE id IN (SELECT id FROM temp.prune_ids);
+                            """)
+                    }
+                    try db.exec("DELETE FROM temp.prune_ids")
+                    return count
+                }
+                shared.pruned.add(deleted, ordering: .releasing)
+                if deleted < AuditWriter.pruneBatchRows {
+                    pruneInProgress = false
+                    return true
+                }
+            }
+            pruneInProgress = true
+            return false
+        } catch {
+            let busy = (error as? SQLiteError)?.isBusy ?? false
+            if !busy { Log.error("audit log retention: \(error)") }
+            pruneInProgress = false
+            // A requested prune must not wait forever on a busy database: report it done, the hourly run retries.
+            return true
+        }
+    }
+}

@@ -1,0 +1,91 @@
+/// The store's tables. Every connection runs `Schema.prepare` on open; each statement is idempotent.
+///
+/// - `audit`: one row per client request. `groups` and `tags` keep the record's text for `logs()`;
+///   `audit_groups` and `audit_tags` hold one row per group and per `k=v` pair so that spend and usage per group or
+///   per tag are plain SQL aggregates (a record in two groups counts toward both). Bodies are the last columns, so
+///   scans over the other columns rarely touch their overflow pages.
+/// - `api_keys` and `api_groups`: what the admin API created; the config file's keys and groups are not stored.
+/// - `spill_state`: which spill file generation has been re-imported how far, committed in the same transaction as
+///   the imported rows, so that a crash neither loses nor duplicates spilled records.
+enum Schema {
+    static let version: Int64 = 1
+
+    static let statements = """
+        CREATE TABLE IF NOT EXISTS audit (
+            id INTEGER PRIMARY KEY,
+            request_id TEXT NOT NULL,
+            key_id TEXT,
+            key_name TEXT,
+            groups TEXT NOT NULL DEFAULT '',
+            tags TEXT NOT NULL DEFAULT '',
+            client_address TEXT NOT NULL DEFAULT '',
+            start_ns INTEGER NOT NULL,
+            end_ns INTEGER NOT NULL,
+            total_latency_us INTEGER NOT NULL,
+            upstream_latency_us INTEGER NOT NULL,
+            overhead_us INTEGER NOT NULL,
+            ttfb_us INTEGER NOT NULL,
+            requested_model TEXT NOT NULL DEFAULT '',
+            deployment TEXT NOT NULL DEFAULT '',
+            attempts INTEGER NOT NULL,
+            status INTEGER NOT NULL,
+            error_code TEXT,
+            prompt_tokens INTEGER NOT NULL,
+            completion_tokens INTEGER NOT NULL,
+            cost_micro_usd INTEGER NOT NULL,
+            streamed INTEGER NOT NULL,
+            bytes_in INTEGER NOT NULL,
+            bytes_out INTEGER NOT NULL,
+            request_body TEXT,
+            response_body TEXT
+        );
+        CREATE INDEX IF NOT EXISTS audit_start ON audit(start_ns);
+        CREATE INDEX IF NOT EXISTS audit_key ON audit(key_id, start_ns);
+        CREATE INDEX IF NOT EXISTS audit_model ON audit(requested_model, start_ns);
+        CREATE TABLE IF NOT EXISTS audit_groups (
+            audit_id INTEGER NOT NULL,
+            grp TEXT NOT NULL,
+            PRIMARY KEY (audit_id, grp)
+        ) WITHOUT ROWID;
+        CREATE TABLE IF NOT EXISTS audit_tags (
+            audit_id INTEGER NOT NULL,
+            tag TEXT NOT NULL,
+            PRIMARY KEY (audit_id, tag)
+        ) WITHOUT ROWID;
+        CREATE TABLE IF NOT EXISTS api_keys (
+            id TEXT PRIMARY KEY,
+            name TEXT NOT NULL,
+            key_sha256 TEXT NOT NULL UNIQUE,
+            groups TEXT NOT NULL DEFAULT '[]',
+            limits TEXT,
+            budget TEXT,
+            expires TEXT,
+            created INTEGER NOT NULL,
+            revoked INTEGER
+        );
+        CREATE TABLE IF NOT EXISTS api_groups (
+            name TEXT PRIMARY KEY,
+            json TEXT NOT NULL,
+            updated INTEGER NOT NULL
+        );
+        CREATE TABLE IF NOT EXISTS spill_state (
+            id INTEGER PRIMARY KEY CHECK (id = 1),
+            generation INTEGER NOT NULL,
+            offset INTEGER NOT NULL
+        );
+        """
+
+    /// Switches the file to WAL (a persistent property of the file) and creates what is missing.
+    /// - synchronous=NORMAL: in WAL mode a commit is durable against a process crash, and against a power loss all but
+    ///   the last transactions survive; it saves an fsync per batch.
+    static func prepare(_ db: SQLiteConnection) throws {
+        _ = try db.scalarText("PRAGMA journal_mode=WAL")
+        try db.exec("PRAGMA synchronous=NORMAL")
+        let current = try db.scalarInt("PRAGMA user_version") ?? 0
+        if current > version {
+            throw SQLiteError(code: 0, message: "the database has schema version \(current), newer than this gateway's \(version)", context: "schema")
+        }
+        try db.exec(statements)
+        if current < version { try db.exec("PRAGMA user_version = \(version)") }
+    }
+}
