@@ -166,7 +166,8 @@ public final class IdleConnections {
 /// Busy CPU time per CPU from /proc/stat, to tell how much of a window other processes took: the suite's
 /// figures mean little when a compiler shared the gateway's core.
 public struct CPUTimes: Sendable, Equatable {
-    /// Busy ticks (user, nice, system, irq, softirq, steal) and steal ticks, by CPU number.
+    /// Busy ticks (user, nice, system, steal) and steal ticks, by CPU number. Interrupt and softirq time are left
+    /// out: on loopback they are mostly the suite's own packets, which no process's utime or stime includes.
     public var busy: [Int: UInt64]
     public var steal: [Int: UInt64]
 
@@ -181,7 +182,7 @@ public struct CPUTimes: Sendable, Equatable {
             let values = fields.dropFirst().compactMap { UInt64($0) }
             guard values.count >= 8 else { continue }
             // user nice system idle iowait irq softirq steal
-            busy[cpu] = values[0] + values[1] + values[2] + values[5] + values[6] + values[7]
+            busy[cpu] = values[0] + values[1] + values[2] + values[7]
             steal[cpu] = values[7]
         }
         return busy.isEmpty ? nil : CPUTimes(busy: busy, steal: steal)

@@ -7,6 +7,8 @@ import Yams
 /// One parse. A class so the section readers can share the problem list without inout plumbing.
 final class ConfigParser {
     private(set) var problems: [ConfigError.Problem] = []
+    /// Not errors, but worth a look: `gateway check` prints them and `serve` logs them.
+    private(set) var warnings: [ConfigError.Problem] = []
     private let environment: [String: String]
 
     init(environment: [String: String]) {
@@ -25,6 +27,13 @@ final class ConfigParser {
         let (providers, providerNames) = providerList(top)
         let models = modelList(top, providerNames: providerNames)
         let (groups, groupNames) = groupList(top)
+        // A pattern that matches no model may be a typo, or a place kept for models to come (DESIGN.md's
+        // own example allows "embed-*" with no embedding model): a warning, not an error.
+        for (i, group) in groups.enumerated() {
+            for (j, pattern) in group.models.enumerated() where !models.contains(where: { globMatch(pattern: pattern, name: $0.name) }) {
+                warnings.append(.init(field: "groups[\(i)].models[\(j)]", message: "the pattern \"\(pattern)\" matches no model"))
+            }
+        }
         let keys = keyList(top, groupNames: groupNames)
         return GatewayConfiguration(
             server: server, admin: admin, store: store,

@@ -13,6 +13,8 @@ public struct GatewayConfiguration: Sendable, Equatable {
     public var models: [ModelSettings]
     public var groups: [GroupSettings]
     public var keys: [KeySettings]
+    /// Doubtful but valid settings, each naming its field (a group pattern that matches no model).
+    public var warnings: [ConfigError.Problem] = []
 
     public init(
         server: ServerSettings = ServerSettings(),
@@ -46,8 +48,9 @@ public struct GatewayConfiguration: Sendable, Equatable {
             throw ConfigError(problems: [.init(field: "(yaml)", message: ConfigParser.describeYAMLError(error))])
         }
         let parser = ConfigParser(environment: environment)
-        let configuration = parser.configuration(from: root)
+        var configuration = parser.configuration(from: root)
         guard parser.problems.isEmpty else { throw ConfigError(problems: parser.problems) }
+        configuration.warnings = parser.warnings
         return configuration
     }
 

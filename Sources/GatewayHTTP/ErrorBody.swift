@@ -1,6 +1,7 @@
 import GatewayIO
 
-/// OpenAI-style error responses: `{"error":{"message":…,"type":…,"code":…}}`.
+/// Error responses: OpenAI-style `{"error":{"message":…,"type":…,"code":…}}`, or on the Anthropic
+/// Messages API Anthropic-style `{"type":"error","error":{"type":…,"message":…}}` (with our `code` beside).
 public enum ErrorBody {
     /// Appends a complete HTTP/1.1 error response (head and JSON body) to `out`.
     /// - Parameters:
@@ -8,9 +9,9 @@ public enum ErrorBody {
     ///   - requestID: echoed in `x-request-id` when given.
     public static func appendResponse(
         to out: inout ByteBuffer, status: Int, code: StaticCode, message: String, close: Bool,
-        requestID: UnsafeRawBufferPointer? = nil, extraHeaders: String = ""
+        requestID: UnsafeRawBufferPointer? = nil, extraHeaders: String = "", anthropic: Bool = false
     ) {
-        let body = json(code: code, message: message)
+        let body = anthropic ? anthropicJSON(code: code, message: message) : json(code: code, message: message)
         out.append("HTTP/1.1 ")
         out.append(decimal: status)
         out.append(byte: UInt8(ascii: " "))
@@ -33,6 +34,13 @@ public enum ErrorBody {
         var text = "{\"error\":{\"message\":\""
         text += escape(message)
         text += "\",\"type\":\"\(code.type)\",\"code\":\"\(code.rawValue)\"}}"
+        return Array(text.utf8)
+    }
+
+    public static func anthropicJSON(code: StaticCode, message: String) -> [UInt8] {
+        var text = "{\"type\":\"error\",\"error\":{\"type\":\"\(code.anthropicType)\",\"message\":\""
+        text += escape(message)
+        text += "\",\"code\":\"\(code.rawValue)\"}}"
         return Array(text.utf8)
     }
 

@@ -75,6 +75,21 @@ public enum StaticCode: String, Sendable {
     /// Not sent to anyone: the audit code of a request whose client (or upstream) went away mid-way.
     case clientClosed = "client_closed"
 
+    /// The Anthropic error `type` that goes with the code.
+    public var anthropicType: String {
+        switch self {
+        case .invalidAPIKey: "authentication_error"
+        case .modelNotAllowed: "permission_error"
+        case .budgetExceeded: "billing_error"
+        case .rateLimitExceeded: "rate_limit_error"
+        case .modelNotFound, .notFound: "not_found_error"
+        case .requestTooLarge: "request_too_large"
+        case .upstreamUnavailable: "overloaded_error"
+        case .upstreamError, .upstreamTimeout, .shuttingDown, .clientClosed: "api_error"
+        default: "invalid_request_error"
+        }
+    }
+
     /// The OpenAI error `type` that goes with the code.
     public var type: String {
         switch self {

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import GatewayConfig
 import GatewayHTTP
 import GatewayIO
 import GatewayPolicy
@@ -78,6 +79,8 @@ final class ClientConnection: EventHandler, UpstreamExchange {
     private var key: KeyPolicy?
     private var ticket: Ticket?
     private var modelIndex = -1
+    private var modelMetricsID = 0
+    private var admittedPrice: Price?
     private var usageTap: UsageTap?
     private var tapDecoder = ChunkedDecoder()
     private var tapDechunks = false
@@ -327,12 +330,14 @@ final class ClientConnection: EventHandler, UpstreamExchange {
         if let id = parser.value(of: .xRequestID), id.count > 0, id.count <= 128 {
             requestID.copyMemory(from: parser.base + Int(id.start), byteCount: Int(id.count))
             requestIDCount = Int(id.count)
-        } else if endpoint.isModelAPI {
+        } else {
             requestIDCount = context.writeRequestID(requestID)
         }
         let hasBody = parser.chunked || parser.contentLength > 0
         key = nil
         modelIndex = -1
+        modelMetricsID = 0
+        admittedPrice = nil
         record.begin(endpointIsModelAPI: endpoint.isModelAPI, headBytes: parser.headLength)
         if record.active { context.metrics?.requestStarted() }
         tagsHeader = nil
@@ -519,6 +524,7 @@ final class ClientConnection: EventHandler, UpstreamExchange {
         let modelName = UnsafeRawBufferPointer(rebasing: bodyBytes[modelRange])
         let model = context.config.model(named: modelName)
         modelIndex = model?.index ?? -1
+        modelMetricsID = model?.metricsID ?? 0
         record.setModel(modelName, streamed: fields.stream == true, keepName: context.audit != nil)
         if let key {
             switch context.config.policy.access(key, modelIndex: model?.index, modelName: modelName) {
@@ -538,6 +544,10 @@ final class ClientConnection: EventHandler, UpstreamExchange {
             return
         }
         modelIndex = model.index
+        // Billed and counted under the configuration the request was admitted with, even if a reload
+        // swaps it while the request is in flight.
+        admittedPrice = model.price
+        modelMetricsID = model.metricsID
         loggedRequest = nil
         loggedResponse = nil
         if let key, key.logBodies, context.audit != nil {
@@ -843,13 +853,12 @@ final class ClientConnection: EventHandler, UpstreamExchange {
         usageTap = nil
         var cost: Int64 = 0
         if let ticket {
-            let price = modelIndex >= 0 ? context.config.models[modelIndex].price : nil
-            cost = costMicroUSD(usage: usage, price: price)
+            cost = costMicroUSD(usage: usage, price: admittedPrice)
             context.config.policy.counters.complete(
                 ticket, usage: usage, costMicroUSD: cost, nowNs: loop.now, nowSeconds: Int64(Clock.realtimeNs() / 1_000_000_000))
             self.ticket = nil
         }
-        context.recordMetrics(record, modelIndex: modelIndex, key: key, deployment: deployment, usage: usage, costMicroUSD: cost)
+        context.recordMetrics(record, modelMetricsID: modelMetricsID, key: key, deployment: deployment, usage: usage, costMicroUSD: cost)
         if let audit = context.audit {
             let id = String(decoding: UnsafeRawBufferPointer(start: requestID, count: requestIDCount), as: UTF8.self)
             var tags = ""
@@ -902,6 +911,8 @@ final class ClientConnection: EventHandler, UpstreamExchange {
         responseHead.append(decimal: status)
         responseHead.append(" OK\r\ncontent-type: application/json\r\ncontent-length: ")
         responseHead.append(decimal: json.count)
+        responseHead.append("\r\nx-request-id: ")
+        responseHead.append(requestID, requestIDCount)
         responseHead.append(close ? "\r\nconnection: close\r\n\r\n" : "\r\n\r\n")
         responseHead.append(json)
         keepAlive = !close
@@ -933,7 +944,8 @@ final class ClientConnection: EventHandler, UpstreamExchange {
         }
         ErrorBody.appendResponse(
             to: &responseHead, status: status, code: code, message: message, close: closing, requestID: id,
-            extraHeaders: headers)
+            extraHeaders: headers, anthropic: endpoint == .messages)
+        record.bytesOut += responseHead.readableBytes
         out.append(responseHead.readPointer, responseHead.readableBytes)
         if closing { closeAfterFlush = true }
         finishRequest()

@@ -212,6 +212,11 @@ public final class GatewayControl: AdminBackend, @unchecked Sendable {
 
     public func putGroup(_ group: AdminGroup) throws {
         let store = try requireStore()
+        let models = state.withLock { $0.configuration.models.map(\.name) }
+        if group.models.isEmpty { throw AdminError.invalid("a group needs at least one model pattern", param: "models") }
+        for pattern in group.models where !models.contains(where: { globMatch(pattern: pattern, name: $0) }) {
+            Log.warning("admin: group \(group.name): the pattern \"\(pattern)\" matches no model")
+        }
         let settings = GroupSettings(
             name: group.name, models: group.models, budget: group.budget, limits: group.limits,
             logBodies: group.logBodies ?? false, retentionDays: group.retentionDays)

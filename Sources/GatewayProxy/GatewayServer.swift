@@ -67,6 +67,7 @@ public final class GatewayServer {
                 addresses.append(try parseListen(listen.hostPort))
             }
         }
+        for warning in configuration.warnings { Log.warning("\(warning.field): \(warning.message)") }
         if !control.runtime.authRequired {
             Log.warning("no keys, groups or admin API configured: serving without authentication (open mode)")
         }

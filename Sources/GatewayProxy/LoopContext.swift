@@ -33,6 +33,17 @@ final class LoopContext {
         requestIDSeed = seed
         pools = config.providers.map { UpstreamPool(route: $0, context: self) }
         loop.tickHook = { [unowned self] now in self.tick(now: now) }
+        // Connection gauges are read at scrape time, on this thread. Pools are per provider, so the
+        // deployments of one provider show the same pool.
+        metrics?.gaugeSampler = { [unowned self] metrics in
+            for model in self.config.models {
+                for deployment in model.deployments where deployment.providerIndex < self.pools.count {
+                    let pool = self.pools[deployment.providerIndex]
+                    metrics.setUpstreamConnections(
+                        deployment: deployment.metricsID, active: pool.openCount - pool.idleCount, idle: pool.idleCount)
+                }
+            }
+        }
     }
 
     /// Swaps in a new configuration. Requests in flight finish on the pools they hold; idle
@@ -61,11 +72,10 @@ final class LoopContext {
     // MARK: Metrics
 
     func recordMetrics(
-        _ record: RequestRecord, modelIndex: Int, key: KeyPolicy?, deployment: DeploymentRoute?, usage: Usage?,
+        _ record: RequestRecord, modelMetricsID model: Int, key: KeyPolicy?, deployment: DeploymentRoute?, usage: Usage?,
         costMicroUSD: Int64
     ) {
         guard let metrics else { return }
-        let model = modelIndex >= 0 ? config.models[modelIndex].metricsID : 0
         let group = key?.groups.first.flatMap { config.groupMetricIDs[$0] } ?? 0
         metrics.recordRequest(model: model, group: group, status: record.status, durationNs: record.totalNs, overheadNs: record.overheadNs)
         if let deployment, record.upstreamStartNs > 0 {

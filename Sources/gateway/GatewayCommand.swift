@@ -51,6 +51,7 @@ struct Check: ParsableCommand {
         do {
             let configuration = try GatewayConfiguration.load(path: config)
             _ = try RuntimeConfig(configuration)
+            for warning in configuration.warnings { printError("warning: \(warning.field): \(warning.message)") }
             print("\(config): ok (\(configuration.providers.count) providers, \(configuration.models.count) models)")
         } catch {
             printError("\(error)")
