@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# The cost of the control layer: the bare proxy (open mode) against the full policy (auth, RBAC, rate
+# limits, budget, audit log to SQLite, metrics), with gwbench compare in one interleaved run.
+#
+# Usage: scripts/bench-policy.sh [--rounds N] [--duration S] [--out DIR]
+#   Writes DIR/<YYYY-MM-DD>-policy-overhead.{json,md}. Environment: GW_BIN_DIR=DIR uses prebuilt binaries.
+# Arrangement on 2 CPUs: both gateways on CPU 0 (one measured at a time), gwmock and gwbench on CPU 1.
+set -euo pipefail
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+ROUNDS=3
+DURATION=5
+OUT="$GW_ROOT/results"
+while (($# > 0)); do
+    case "$1" in
+    --rounds) ROUNDS="$2"; shift 2 ;;
+    --duration) DURATION="${2%s}"; shift 2 ;;
+    --out) OUT="$2"; shift 2 ;;
+    -h | --help) sed -n '2,8p' "${BASH_SOURCE[0]}"; exit 0 ;;
+    *) gw_die "unknown option $1 (see --help)" ;;
+    esac
+done
+mkdir -p "$OUT"
+OUT="$(cd "$OUT" && pwd)"
+
+gw_install_deps
+gw_ensure_swift
+if [[ -n "${GW_BIN_DIR:-}" ]]; then
+    BIN="$GW_BIN_DIR"
+else
+    gw_log "swift build -c release"
+    gw_swift build -c release
+    BIN="$(gw_swift build -c release --show-bin-path)"
+fi
+TMP="$(mktemp -d)"
+PIDS=()
+cleanup() {
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+# Starts "$@" in the background with its stdout in $TMP/$NAME.out and waits for its listening line.
+start() {
+    local name="$1"; shift
+    "$@" >"$TMP/$name.out" 2>"$TMP/$name.err" &
+    PIDS+=("$!")
+    eval "${name}_PID=$!"
+    for _ in $(seq 1 100); do grep -q '^listening ' "$TMP/$name.out" && return 0; sleep 0.1; done
+    gw_die "$name did not start: $(cat "$TMP/$name.err")"
+}
+port_of() { sed -n 's/^listening http:\/\/127.0.0.1:\([0-9]*\)$/\1/p' "$TMP/$1.out" | head -1; }
+
+start mock taskset -c 1 "$BIN/gwmock" --listen 127.0.0.1:0 --threads 1
+MOCK_PORT="$(port_of mock)"
+cat >"$TMP/bare.yaml" <<YAML
+server: {listen: ["127.0.0.1:0"], threads: 1}
+providers: [{name: mock, base_url: "http://127.0.0.1:$MOCK_PORT/v1", max_connections: 256}]
+models: [{name: gpt-4o-mini, price: {input_per_mtok: 0.15, output_per_mtok: 0.60}, deployments: [{provider: mock}]}]
+YAML
+cat >"$TMP/policy.yaml" <<YAML
+server: {listen: ["127.0.0.1:0"], threads: 1}
+admin: {listen: "127.0.0.1:0", key_env: BENCH_ADMIN_KEY}
+store: {sqlite: $TMP/audit.db}
+providers: [{name: mock, base_url: "http://127.0.0.1:$MOCK_PORT/v1", max_connections: 256}]
+models: [{name: gpt-4o-mini, price: {input_per_mtok: 0.15, output_per_mtok: 0.60}, deployments: [{provider: mock}]}]
+groups:
+  - {name: bench, models: ["gpt-*"], limits: {rpm: 100000000, tpm: 1000000000, concurrency: 10000}, budget: {usd: 1000000, period: monthly}}
+keys:
+  - {name: bench, key: sk-bench, groups: [bench], limits: {rpm: 100000000}, budget: {usd: 1000000, period: daily}}
+YAML
+start bare taskset -c 0 "$BIN/gateway" serve --config "$TMP/bare.yaml"
+BENCH_ADMIN_KEY=bench-admin start policy taskset -c 0 "$BIN/gateway" serve --config "$TMP/policy.yaml"
+BARE="http://127.0.0.1:$(port_of bare)"
+POLICY="http://127.0.0.1:$(port_of policy)"
+DIRECT="http://127.0.0.1:$MOCK_PORT"
+
+COMMON=(--rounds "$ROUNDS" -d "${DURATION}s" --warmup 2s -c 32 --key sk-bench --pin 1 --quiet
+    --pid "direct=$mock_PID" --pid "bare=$bare_PID" --pid "policy=$policy_PID"
+    --arrangement "gateways on CPU 0 (one measured at a time), gwmock and gwbench on CPU 1")
+gw_log "throughput: direct, bare, policy"
+"$BIN/gwbench" compare --direct "$DIRECT" --via "bare=$BARE" --via "policy=$POLICY" "${COMMON[@]}" \
+    --json "$TMP/throughput.json" | tee "$TMP/throughput.txt"
+gw_log "latency at 50% of direct's maximum"
+"$BIN/gwbench" compare --direct "$DIRECT" --via "bare=$BARE" --via "policy=$POLICY" "${COMMON[@]}" \
+    --mode latency --rate-fraction 0.5 --json "$TMP/latency.json" | tee "$TMP/latency.txt"
+
+RECORDS="$(sqlite3 "$TMP/audit.db" 'SELECT count(*) FROM audit' 2>/dev/null || echo '?')"
+DATE="$(date -u +%Y-%m-%d)"
+python3 - "$TMP/throughput.json" "$TMP/latency.json" "$OUT/$DATE-policy-overhead.json" <<'PY'
+import json, sys
+out = {"throughput": json.load(open(sys.argv[1])), "latency": json.load(open(sys.argv[2]))}
+json.dump(out, open(sys.argv[3], "w"), indent=1)
+PY
+{
+    echo "# Full policy against the bare proxy — $DATE"
+    echo
+    echo "Both gateways are the same release build; \`policy\` authenticates a key, checks its group's model patterns, admits"
+    echo "against key and group RPM/TPM/concurrency limits and budgets, reads usage from every response, writes an audit"
+    echo "record per request to SQLite (writer thread) and records metrics. \`bare\` is open mode (no keys, no store)."
+    echo "The policy gateway wrote $RECORDS audit records during the run."
+    echo
+    echo "## Throughput (closed loop, 32 connections)"
+    echo
+    echo '```'
+    cat "$TMP/throughput.txt"
+    echo '```'
+    echo
+    echo "## Latency (open loop at 50% of direct's maximum)"
+    echo
+    echo '```'
+    cat "$TMP/latency.txt"
+    echo '```'
+    echo
+    echo "## Command"
+    echo
+    echo '```'
+    echo "scripts/bench-policy.sh --rounds $ROUNDS --duration $DURATION"
+    echo '```'
+} >"$OUT/$DATE-policy-overhead.md"
+gw_log "wrote $OUT/$DATE-policy-overhead.md"
