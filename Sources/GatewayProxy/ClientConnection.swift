@@ -338,7 +338,11 @@ final class ClientConnection: EventHandler, UpstreamExchange {
         modelIndex = -1
         modelMetricsID = 0
         admittedPrice = nil
-        record.begin(endpointIsModelAPI: endpoint.isModelAPI, headBytes: parser.headLength)
+        // Requests are timed and accounted only when something reads the result (audit, metrics, keys).
+        record.begin(
+            endpointIsModelAPI: endpoint.isModelAPI
+                && (context.audit != nil || context.metrics != nil || context.config.authRequired),
+            headBytes: parser.headLength)
         if record.active { context.metrics?.requestStarted() }
         tagsHeader = nil
         if context.audit != nil, let tags = parser.value(named: "x-gateway-tags") {
@@ -657,7 +661,7 @@ final class ClientConnection: EventHandler, UpstreamExchange {
         bodyForwarded = available
         connection.requestBodyComplete = !streamingBody
         deadline = 0
-        if record.upstreamStartNs == 0 { record.upstreamStartNs = Clock.monotonicNs() }
+        if record.active && record.upstreamStartNs == 0 { record.upstreamStartNs = Clock.monotonicNs() }
         connection.sendQueued()
         if streamingBody && body.writerIndex > bodyForwarded { forwardBody() }
         upstreamWritable()
@@ -715,7 +719,7 @@ final class ClientConnection: EventHandler, UpstreamExchange {
     func upstreamResponseHead(_ parser: HTTPHeadParser, framing: ResponseFraming) {
         responseStarted = true
         record.status = parser.status
-        record.upstreamHeadNs = Clock.monotonicNs()
+        if record.active { record.upstreamHeadNs = Clock.monotonicNs() }
         usageTap = nil
         if ticket != nil && parser.status < 300 {
             let anthropic = endpoint == .messages
@@ -787,7 +791,7 @@ final class ClientConnection: EventHandler, UpstreamExchange {
 
     func upstreamBody(_ bytes: UnsafeRawPointer, _ count: Int) -> Bool {
         if count > 0 {
-            if record.firstByteNs == 0 { record.firstByteNs = Clock.monotonicNs() }
+            if record.active && record.firstByteNs == 0 { record.firstByteNs = Clock.monotonicNs() }
             record.bytesOut += count
             if usageTap != nil || loggedResponse != nil { tap(bytes, count) }
         }
@@ -816,7 +820,7 @@ final class ClientConnection: EventHandler, UpstreamExchange {
 
     func upstreamResponseComplete() {
         upstream = nil
-        record.upstreamEndNs = Clock.monotonicNs()
+        if record.active { record.upstreamEndNs = Clock.monotonicNs() }
         finishRequest()
     }
 

@@ -103,7 +103,9 @@ public final class GatewayControl: AdminBackend, @unchecked Sendable {
     // MARK: Threads
 
     func makeContext(loop: EventLoop) -> LoopContext {
-        let threadMetrics = metrics.makeThreadMetrics(for: loop)
+        // Metrics are read through the admin listener: without one, a bare proxy records none.
+        let scraped = state.withLock { $0.configuration.admin != nil }
+        let threadMetrics = scraped ? metrics.makeThreadMetrics(for: loop) : nil
         let context = LoopContext(loop: loop, config: runtime, audit: audit, metrics: threadMetrics)
         contexts.append(context)
         return context
