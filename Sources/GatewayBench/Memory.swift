@@ -104,8 +104,14 @@ public final class IdleConnections {
         return fds.count
     }
 
+    /// Closes every connection with a reset (SO_LINGER 0): 10,000 sockets left in TIME_WAIT slow loopback TCP
+    /// for the next minute (the gateway's CPU per request rose by a fifth), which would skew whatever runs next.
     public func close() {
-        for fd in fds { Glibc.close(fd) }
+        var linger = Glibc.linger(l_onoff: 1, l_linger: 0)
+        for fd in fds {
+            _ = setsockopt(fd, SOL_SOCKET, SO_LINGER, &linger, socklen_t(MemoryLayout<Glibc.linger>.size))
+            Glibc.close(fd)
+        }
         fds.removeAll()
     }
 

@@ -226,7 +226,8 @@ public enum SuiteMarkdown {
         }
         md.append("")
         md.append("Each idle connection was opened by gwbench, used for one request (so the gateway holds it as an idle "
-            + "keep-alive connection) and then held; open-files limit \(m.open_files_limit) (raised with setrlimit; the gateway inherits it).")
+            + "keep-alive connection) and then held; open-files limit \(m.open_files_limit) (raised with setrlimit; the gateway inherits it). "
+            + "They are closed with a reset (SO_LINGER 0): 10,000 sockets in TIME_WAIT slow loopback TCP for a minute.")
         md.append("")
         md.append("<details><summary>RSS timeline</summary>")
         md.append("")
