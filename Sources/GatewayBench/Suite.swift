@@ -55,7 +55,7 @@ struct SuiteProfile {
     var sweepDurationNs: UInt64
 
     static let quick = SuiteProfile(
-        rounds: 2, durationNs: 2_000_000_000, quarterRounds: 3, quarterDurationNs: 1_500_000_000,
+        rounds: 2, durationNs: 2_000_000_000, quarterRounds: 4, quarterDurationNs: 1_250_000_000,
         warmupNs: 500_000_000, probeNs: 1_000_000_000, scenario1Attempts: 2,
         pointRounds: 2, pointWarmupNs: 300_000_000,
         sizes: [("1 KB", 1_000, 32, 1_000_000_000), ("10 KB", 10_000, 32, 1_000_000_000),
@@ -655,33 +655,31 @@ public final class SuiteRunner {
 
     // MARK: Gate
 
+    // The gate's noisy figures take each target's best round on its own, then the ratio. Noise on a shared machine
+    // (a stall of a few ms, another process on a core) only ever makes a run look worse, so each target's best
+    // round is its least disturbed one; a ratio of the same round would instead look too good whenever direct's
+    // half of the round was the one disturbed.
+
+    /// The highest RPS via ÷ the highest RPS direct, over the rounds.
     static func bestRPSRatio(_ outcome: CompareOutcome, via index: Int) -> Double? {
-        outcome.rounds.compactMap { round in round[0].rps > 0 ? round[index].rps / round[0].rps : nil }.max()
+        guard let via = outcome.rounds.map({ $0[index].rps }).max(), let direct = outcome.rounds.map({ $0[0].rps }).max(),
+              direct > 0 else { return nil }
+        return via / direct
     }
 
-    /// The lowest (p99 via − p99 direct) ÷ p50 direct of the rounds in which direct was not saturated (its p99
-    /// within twice its low-load p99): a round where a noise burst hit direct would otherwise look best. When every
-    /// round is saturated, of all rounds.
+    /// (the lowest p99 via − the lowest p99 direct) ÷ direct's median p50, over the rounds.
     static func bestDeltaP99OverDirectP50(_ outcome: CompareOutcome, via index: Int) -> Double? {
-        var rounds = outcome.rounds
-        if let limit = outcome.saturationLimitNs {
-            let clean = rounds.filter { $0[0].latency(99) <= limit }
-            if !clean.isEmpty { rounds = clean }
-        }
-        return rounds.compactMap { round -> Double? in
-            let p50 = Double(round[0].latency(50))
-            guard p50 > 0 else { return nil }
-            return (Double(round[index].latency(99)) - Double(round[0].latency(99))) / p50
-        }.min()
+        guard let via = outcome.rounds.map({ $0[index].latency(99) }).min(), let direct = outcome.rounds.map({ $0[0].latency(99) }).min(),
+              let p50 = Spread(outcome.rounds.map { Double($0[0].latency(50)) })?.median, p50 > 0 else { return nil }
+        return (Double(via) - Double(direct)) / p50
     }
 
+    /// The lowest CPU per response of the via target's process ÷ the lowest of gwmock's (direct), over the rounds.
     static func bestCPURatio(_ outcome: CompareOutcome, via index: Int) -> Double? {
         let name = outcome.options.targets[index].name
-        return outcome.rounds.compactMap { round -> Double? in
-            guard let via = round[index].cpuPerResponse(ofProcess: name), let direct = round[0].cpuPerResponse(ofProcess: "direct"),
-                  direct > 0 else { return nil }
-            return via / direct
-        }.min()
+        guard let via = outcome.rounds.compactMap({ $0[index].cpuPerResponse(ofProcess: name) }).min(),
+              let direct = outcome.rounds.compactMap({ $0[0].cpuPerResponse(ofProcess: "direct") }).min(), direct > 0 else { return nil }
+        return via / direct
     }
 
     func gateFigures(scenarios: [ScenarioRecord], instructions: InstructionsRecord?, allocations: AllocationsRecord?)
@@ -691,12 +689,11 @@ public final class SuiteRunner {
         var notes: [String] = []
         let sources: [String: String] = [
             "throughput_ratio": "scenario 1, closed loop at saturation (\(profile.connections) connections, 300-byte chat "
-                + "request): RPS via the gateway ÷ RPS direct to gwmock in the same round; the best (highest) round",
+                + "request): the best round's RPS via the gateway ÷ the best round's RPS direct to gwmock",
             "delta_p99_over_direct_p50": "scenario 1, open loop at a quarter of the direct maximum (half saturates direct on "
-                + "2 cores): (p99 via − p99 direct) ÷ p50 direct in the same round, corrected latencies; the best (lowest) round "
-                + "of those in which direct was not saturated",
-            "cpu_per_request_ratio": "scenario 1, closed loop: the gateway process's CPU (utime+stime, /proc/PID/stat) per "
-                + "response in a via run ÷ gwmock's CPU per response in the direct run of the same round; the best (lowest) round",
+                + "2 cores): (the lowest p99 via − the lowest p99 direct over the rounds) ÷ direct's median p50, corrected latencies",
+            "cpu_per_request_ratio": "scenario 1, closed loop: the gateway process's lowest CPU per response over the via "
+                + "rounds (utime+stime, /proc/PID/stat) ÷ gwmock's lowest CPU per response over the direct rounds",
             "allocations_per_request": "a fresh gateway with scripts/bench/malloc-counter.c preloaded: allocating calls "
                 + "(malloc, calloc, realloc, posix_memalign, aligned_alloc, memalign, valloc) in the whole process over 20,000 "
                 + "requests (4 connections, after 1,000 warm-up requests) ÷ 20,000",
@@ -718,7 +715,7 @@ public final class SuiteRunner {
             let limit = latency.saturationLimitNs ?? .max
             if latency.rounds.allSatisfy({ $0[0].latency(99) > limit }) {
                 notes.append("delta_p99_over_direct_p50: direct was saturated (p99 over twice its low-load p99) in every round "
-                    + "at a quarter of its maximum: the figure is of all rounds and mostly noise")
+                    + "at a quarter of its maximum: the figure is mostly noise")
             }
         } else {
             notes.append("delta_p99_over_direct_p50: scenario 1 did not run")

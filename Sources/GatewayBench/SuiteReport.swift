@@ -53,11 +53,11 @@ public struct ScenarioPoint: Codable, Sendable, Equatable {
     public var label: String
     /// The swept value: body bytes or connections.
     public var parameter: Double?
-    /// Per via target: the best round's RPS ratio (the highest).
+    /// Per via target: its best round's RPS ÷ direct's best round's RPS (each target's highest).
     public var best_rps_ratio: [String: Double]?
-    /// Per via target: the best round's Δp99 ÷ direct p50 (the lowest).
+    /// Per via target: (its lowest p99 − direct's lowest p99) ÷ direct's median p50.
     public var best_delta_p99_over_direct_p50: [String: Double]?
-    /// Per via target: the best round's CPU per request ÷ direct's (the lowest).
+    /// Per via target: its lowest CPU per request ÷ direct's lowest.
     public var best_cpu_per_request_ratio: [String: Double]?
     public var compare: CompareReport
 }
