@@ -65,6 +65,8 @@ final class MockConnection: EventHandler, TimerTarget {
 
     // The request in flight.
     private var plan = RequestPlan()
+    /// `POST /mock/profiles/NAME?key=value&...`: the profile to set, or why it cannot be.
+    private var profileUpdate: Result<MockProfile, MockProfile.ParseError>?
     private var bodyMode = BodyMode.none
     /// `inInput`: the Content-Length; `counted`: the bytes still to come.
     private var bodyLength = 0
@@ -292,7 +294,7 @@ final class MockConnection: EventHandler, TimerTarget {
         out.writerIndex = headStart
         MockRender.head(
             &out, status: status, contentType: contentType, framing: .length(bodyCount), receivedNs: plan.receivedNs,
-            connection: connectionHeader)
+            connection: connectionHeader, retryAfter: status >= 400 ? plan.retryAfter : -1)
         memmove(out.writePointer, out.base! + bodyStart, bodyCount)
         out.writerIndex += bodyCount
         if plan.isHead {
@@ -360,7 +362,17 @@ final class MockConnection: EventHandler, TimerTarget {
         let stats = context.stats
         plan = context.defaults
         plan.receivedNs = readNs
-        plan.endpoint = MockEndpoint.classify(parser.bytes(parser.target))
+        var target = parser.bytes(parser.target)
+        profileUpdate = nil
+        if parser.method == .post, MockConnection.startsWith(target, "/mock/profiles/") {
+            profileUpdate = MockConnection.parseProfileUpdate(target)
+        } else if let (profile, index, rest) = context.profile(for: target) {
+            profile.apply(to: &plan)
+            plan.profile = index
+            stats.countProfile(index)
+            target = rest
+        }
+        plan.endpoint = MockEndpoint.classify(target)
         stats.requests += 1
         stats.byPath[plan.endpoint.rawValue] += 1
         plan.methodMatches = parser.method == plan.endpoint.method
@@ -493,6 +505,11 @@ final class MockConnection: EventHandler, TimerTarget {
     /// Decides the response: local endpoints, faults, `--fail-rate`, then the latency wait.
     private func respond() {
         let endpoint = plan.endpoint
+        if let update = profileUpdate {
+            profileUpdate = nil
+            answerProfileUpdate(update)
+            return
+        }
         if endpoint == .other {
             writeError(404, "no such endpoint")
             finishRequest()
@@ -697,6 +714,47 @@ final class MockConnection: EventHandler, TimerTarget {
     }
 
     // MARK: Stats
+
+    private static func startsWith(_ bytes: UnsafeRawBufferPointer, _ prefix: StaticString) -> Bool {
+        bytes.count >= prefix.utf8CodeUnitCount && memcmp(bytes.baseAddress!, prefix.utf8Start, prefix.utf8CodeUnitCount) == 0
+    }
+
+    /// The profile a `POST /mock/profiles/NAME?key=value&...` target describes.
+    private static func parseProfileUpdate(_ target: UnsafeRawBufferPointer) -> Result<MockProfile, MockProfile.ParseError> {
+        let text = String(decoding: target.dropFirst("/mock/profiles/".utf8.count), as: UTF8.self)
+        let parts = text.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)
+        do throws(MockProfile.ParseError) {
+            return .success(try MockProfile(
+                name: String(parts[0]), settings: parts.count > 1 ? String(parts[1]) : "", separator: "&"))
+        } catch {
+            return .failure(error)
+        }
+    }
+
+    /// Sets the profile for every thread and answers with it, or answers 400 naming the bad setting.
+    private func answerProfileUpdate(_ update: Result<MockProfile, MockProfile.ParseError>) {
+        switch update {
+        case .success(let profile):
+            context.shared?.profiles.set(profile)
+            writeResponse(200, contentType: "application/json", estimate: 128) { out in
+                out.append("{\"profile\":\"")
+                out.append(Array(profile.name.utf8))
+                out.append("\",\"status\":")
+                out.append(decimal: profile.status)
+                out.append("}")
+            }
+        case .failure(let error):
+            let message = error.description
+            writeResponse(400, contentType: "application/json", estimate: 256 + message.utf8.count) { out in
+                out.append("{\"error\":{\"message\":\"")
+                for byte in message.utf8 where byte != UInt8(ascii: "\"") && byte != UInt8(ascii: "\\") && byte >= 0x20 {
+                    out.append(byte: byte)
+                }
+                out.append("\",\"type\":\"invalid_request_error\",\"code\":\"invalid_request\"}}")
+            }
+        }
+        finishRequest()
+    }
 
     /// `/mock/stats`: gathers every thread's counters; `statsReady` answers.
     private func startStats() {

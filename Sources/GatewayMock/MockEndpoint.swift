@@ -51,6 +51,10 @@ struct RequestPlan {
     var usagePrompt = -1
     var usageCompletion = -1
     var fault = MockFault.none
+    /// Seconds for `retry-after` on an error response, or -1 for none (a profile's `retry-after`).
+    var retryAfter = -1
+    /// The profile the request came through (`/NAME/v1/...`), as an index into the thread's counts, or -1.
+    var profile = -1
     // From the body.
     var bodyBytes = 0
     var stream = false

@@ -15,6 +15,8 @@ public struct MockOptions: Sendable {
     /// The fraction of API requests answered with `failStatus`: every round(1 / failRate)-th one per thread.
     public var failRate = 0.0
     public var failStatus = 500
+    /// The providers this gwmock plays besides the plain `/v1/...` one (`--profile NAME:key=value,...`).
+    public var profiles: [MockProfile] = []
     public var tlsCert: String?
     public var tlsKey: String?
 
@@ -30,6 +32,10 @@ public struct MockOptions: Sendable {
         guard latencyMs >= 0, ttftMs >= 0, itlMs >= 0 else { throw fail("--latency-ms, --ttft-ms and --itl-ms must be >= 0") }
         guard chunks >= 0, chunks <= MockLimits.maxChunks else { throw fail("--chunks must be between 0 and \(MockLimits.maxChunks)") }
         guard failRate >= 0, failRate <= 1 else { throw fail("--fail-rate must be between 0 and 1") }
+        var names = Set<String>()
+        for profile in profiles where !names.insert(profile.name).inserted {
+            throw fail("--profile \(profile.name) is given twice")
+        }
         guard failStatus >= 100, failStatus <= 999 else { throw fail("--fail-status must be an HTTP status (100-999)") }
     }
 

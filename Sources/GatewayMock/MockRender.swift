@@ -38,7 +38,7 @@ enum MockRender {
     /// The head of every response: status, type, framing and `x-mock-received-ns`.
     static func head(
         _ out: inout ByteBuffer, status: Int, contentType: StaticString, framing: Framing, receivedNs: UInt64,
-        connection: Connection
+        connection: Connection, retryAfter: Int = -1
     ) {
         out.append("HTTP/1.1 ")
         out.append(decimal: status)
@@ -58,6 +58,10 @@ enum MockRender {
         }
         out.append("\r\nx-mock-received-ns: ")
         out.append(decimal: Int(truncatingIfNeeded: receivedNs))
+        if retryAfter >= 0 {
+            out.append("\r\nretry-after: ")
+            out.append(decimal: retryAfter)
+        }
         switch connection {
         case .persistent: out.append("\r\n\r\n")
         case .keepAlive: out.append("\r\nconnection: keep-alive\r\n\r\n")

@@ -72,9 +72,11 @@ public final class MockServer {
 final class MockShared: @unchecked Sendable {
     let options: MockOptions
     let contexts: [MockLoopContext]
+    let profiles: MockProfiles
 
     init(options: MockOptions) {
         self.options = options
+        profiles = MockProfiles(options.profiles)
         contexts = (0..<options.threads).map { MockLoopContext(loop: EventLoop(index: $0), options: options) }
         for context in contexts { context.shared = self }
     }
@@ -109,6 +111,18 @@ final class MockLoopContext {
         loop.tickHook = { [unowned self] _ in
             self.createdSeconds = Int(Clock.realtimeNs() / 1_000_000_000)
         }
+    }
+
+    private var profileTable = ProfileTable()
+
+    /// The profile a request target names (`/NAME/v1/...`), with the rest of the target.
+    func profile(for target: UnsafeRawBufferPointer) -> (profile: MockProfile, index: Int, rest: UnsafeRawBufferPointer)? {
+        // Plain API paths, the common case, never look at the shared table.
+        guard target.count > 4, !(target[1] == UInt8(ascii: "v") && target[2] == UInt8(ascii: "1")),
+              let shared else { return nil }
+        profileTable.refresh(from: shared.profiles)
+        if stats.profileNames.count != profileTable.names.count { stats.profileNames = profileTable.names }
+        return profileTable.match(target)
     }
 
     /// The next response id number.

@@ -11,9 +11,20 @@ final class ThreadStats {
     var connections = 0
     var byPath = [Int](repeating: 0, count: MockEndpoint.allCases.count)
     var models = ModelCounts()
+    /// Requests per profile, by the thread's profile index; `profileNames` names them.
+    private var byProfile: [Int] = []
+    var profileNames: [String] = []
+
+    func countProfile(_ index: Int) {
+        if index >= byProfile.count { byProfile += [Int](repeating: 0, count: index + 1 - byProfile.count) }
+        byProfile[index] += 1
+    }
 
     func snapshot() -> StatsSnapshot {
-        StatsSnapshot(requests: requests, connections: connections, byPath: byPath, byModel: models.dictionary())
+        var profiles: [String: Int] = [:]
+        for (index, count) in byProfile.enumerated() where index < profileNames.count { profiles[profileNames[index]] = count }
+        return StatsSnapshot(
+            requests: requests, connections: connections, byPath: byPath, byModel: models.dictionary(), byProfile: profiles)
     }
 }
 
@@ -91,15 +102,17 @@ struct StatsSnapshot: Sendable {
     var connections = 0
     var byPath = [Int](repeating: 0, count: MockEndpoint.allCases.count)
     var byModel: [String: Int] = [:]
+    var byProfile: [String: Int] = [:]
 
     mutating func add(_ other: StatsSnapshot) {
         requests += other.requests
         connections += other.connections
         for i in byPath.indices { byPath[i] += other.byPath[i] }
         byModel.merge(other.byModel, uniquingKeysWith: +)
+        byProfile.merge(other.byProfile, uniquingKeysWith: +)
     }
 
-    /// `{"requests":N,"connections":N,"by_path":{…},"by_model":{…}}`. Every known path appears, 0 or not;
+    /// `{"requests":N,"connections":N,"by_path":{…},"by_model":{…},"by_profile":{…}}`. Every known path appears, 0 or not;
     /// model names are sorted. Names are echoed as the requests spelled them, escapes included.
     func json() -> [UInt8] {
         var text = "{\"requests\":\(requests),\"connections\":\(connections),\"by_path\":{"
@@ -111,6 +124,11 @@ struct StatsSnapshot: Sendable {
         for (index, name) in byModel.keys.sorted().enumerated() {
             if index > 0 { text += "," }
             text += "\"\(name)\":\(byModel[name]!)"
+        }
+        text += "},\"by_profile\":{"
+        for (index, name) in byProfile.keys.sorted().enumerated() {
+            if index > 0 { text += "," }
+            text += "\"\(name)\":\(byProfile[name]!)"
         }
         text += "}}"
         return Array(text.utf8)

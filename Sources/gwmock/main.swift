@@ -37,6 +37,12 @@ struct GWMock: ParsableCommand {
     @Option(help: "The status of the requests picked by --fail-rate.")
     var failStatus = 500
 
+    @Option(help: ArgumentHelp(
+        "A provider to play at /NAME/v1/...: NAME:key=value,... with status, retry-after, latency-ms, ttft-ms, itl-ms, "
+            + "chunks, fault (reset|stall|close-mid-body). Repeatable; POST /mock/profiles/NAME?key=value&... changes one at run time.",
+        valueName: "NAME:SETTINGS"))
+    var profile: [String] = []
+
     @Option(help: "TLS certificate (not yet supported).")
     var tlsCert: String?
 
@@ -52,6 +58,11 @@ struct GWMock: ParsableCommand {
         options.chunks = chunks
         options.failRate = failRate
         options.failStatus = failStatus
+        options.profiles = try profile.map { flag in
+            do throws(MockProfile.ParseError) { return try MockProfile(flag: flag) } catch {
+                throw ValidationError("--profile: \(error)")
+            }
+        }
         options.tlsCert = tlsCert
         options.tlsKey = tlsKey
         let code = try MockServer(options: options).run()

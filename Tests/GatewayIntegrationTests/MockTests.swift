@@ -234,6 +234,34 @@ struct MockTests {
         #expect((anthropic["error"] as? [String: Any])?["type"] as? String == "overloaded_error")
     }
 
+    @Test func profilesPlaySeveralProvidersAndChangeAtRunTime() throws {
+        let mock = try Self.startMock(["--threads", "2", "--profile", "a:status=429,retry-after=1", "--profile", "b:chunks=3"])
+        defer { mock.terminate() }
+        let client = try RawHTTPClient(port: mock.port)
+        let limited = try client.send(HTTPRequest.post("/a/v1/chat/completions", body: Self.chatBody))
+        #expect(limited.status == 429)
+        #expect(limited.header("retry-after") == "1")
+        let ok = try client.send(HTTPRequest.post("/b/v1/chat/completions", body: Self.chatBody))
+        #expect(ok.status == 200)
+        #expect((try Self.json(ok)["usage"] as? [String: Any])?["completion_tokens"] as? Int == 3)
+        // Headers still override a profile.
+        #expect(try client.send(HTTPRequest.post(
+            "/a/v1/chat/completions", body: Self.chatBody, headers: [("x-mock-status", "200")])).status == 200)
+        // A profile changed at run time applies on every thread; an unknown profile is a 404.
+        #expect(try client.send(HTTPRequest.post("/mock/profiles/a?status=200&chunks=5", body: "")).status == 200)
+        for _ in 0..<4 {
+            let fresh = try RawHTTPClient(port: mock.port)
+            let response = try fresh.send(HTTPRequest.post("/a/v1/chat/completions", body: Self.chatBody))
+            #expect(response.status == 200)
+            #expect(response.header("retry-after") == nil)
+        }
+        #expect(try client.send(HTTPRequest.post("/mock/profiles/a?status=abc", body: "")).status == 400)
+        #expect(try client.send(HTTPRequest.post("/zz/v1/chat/completions", body: Self.chatBody)).status == 404)
+        let stats = try Self.json(client.send(HTTPRequest.get("/mock/stats")))
+        let byProfile = try #require(stats["by_profile"] as? [String: Int])
+        #expect(byProfile["a"] == 6 && byProfile["b"] == 1, "\(byProfile)")
+    }
+
     @Test func failRateFailsEveryNthRequest() throws {
         let mock = try Self.startMock(["--fail-rate", "0.25", "--fail-status", "429"])
         defer { mock.terminate() }
