@@ -128,7 +128,7 @@ final class ConfigParser {
         if items.isEmpty { fail(top.path("providers"), "must list at least one provider") }
         var providers: [ProviderSettings] = []
         var names: [(String, String)] = []
-        let allowed = ["name", "kind", "base_url", "api_key_env", "protocol", "max_connections"]
+        let allowed = ["name", "kind", "base_url", "api_key_env", "protocol", "max_connections", "health_check"]
         for (node, path) in items {
             guard let f = fields(node, at: path, allowed: allowed) else { continue }
             require(f, "name", "base_url")
@@ -162,6 +162,17 @@ final class ConfigParser {
                 }
             }
             provider.maxConnections = int(f, "max_connections", atLeast: 1) ?? provider.maxConnections
+            if let h = section(f, "health_check", allowed: ["path", "interval_ms", "timeout_ms"]) {
+                require(h, "path")
+                let path = string(h, "path") ?? "/"
+                if !path.hasPrefix("/") || path.utf8.contains(where: { $0 <= 0x20 || $0 == 0x7F }) {
+                    fail(h.path("path"), "expected an absolute path without spaces or control bytes, got \"\(path)\"")
+                }
+                var check = HealthCheck(path: path)
+                check.intervalMs = int(h, "interval_ms", atLeast: 100) ?? check.intervalMs
+                check.timeoutMs = int(h, "timeout_ms", atLeast: 10) ?? check.timeoutMs
+                provider.healthCheck = check
+            }
             providers.append(provider)
         }
         checkUnique(names, what: "provider")
@@ -175,9 +186,10 @@ final class ConfigParser {
         var models: [ModelSettings] = []
         var names: [(String, String)] = []
         var fallbacks: [(owner: String, name: String, path: String)] = []
+        var aliases: [(String, String)] = []
         for (node, path) in items {
-            guard let f = fields(node, at: path, allowed: ["name", "price", "routing", "deployments", "fallbacks"])
-            else { continue }
+            let allowed = ["name", "aliases", "price", "routing", "deployments", "fallbacks", "retry", "cooldown"]
+            guard let f = fields(node, at: path, allowed: allowed) else { continue }
             require(f, "name", "deployments")
             let name = string(f, "name") ?? ""
             names.append((name, f.path("name")))
@@ -205,13 +217,42 @@ final class ConfigParser {
                     ))
                 }
             }
+            if model.deployments.count > 64 { fail(f.path("deployments"), "at most 64 deployments per model") }
             for (fallback, fpath) in stringList(f, "fallbacks") {
                 model.fallbacks.append(fallback)
                 fallbacks.append((name, fallback, fpath))
             }
+            for (alias, apath) in stringList(f, "aliases") {
+                model.aliases.append(alias)
+                aliases.append((alias, apath))
+            }
+            if let r = section(f, "retry", allowed: ["attempts", "on", "backoff_ms", "max_backoff_ms", "retry_after_max_ms"]) {
+                model.retry.attempts = int(r, "attempts", atLeast: 1) ?? model.retry.attempts
+                if model.retry.attempts > 10 { fail(r.path("attempts"), "at most 10, got \(model.retry.attempts)") }
+                if r["on"] != nil {
+                    model.retry.on = []
+                    for (text, cpath) in stringList(r, "on") {
+                        if let condition = RetryCondition(rawValue: text) {
+                            model.retry.on.insert(condition)
+                        } else {
+                            let options = RetryCondition.allCases.map(\.rawValue).joined(separator: ", ")
+                            fail(cpath, "expected one of \(options), got \"\(text)\"")
+                        }
+                    }
+                }
+                model.retry.backoffMs = int(r, "backoff_ms", atLeast: 0) ?? model.retry.backoffMs
+                model.retry.maxBackoffMs = int(r, "max_backoff_ms", atLeast: 0) ?? model.retry.maxBackoffMs
+                model.retry.retryAfterMaxMs = int(r, "retry_after_max_ms", atLeast: 0) ?? model.retry.retryAfterMaxMs
+            }
+            if let c = section(f, "cooldown", allowed: ["failures", "window_ms", "duration_ms"]) {
+                model.cooldown.failures = int(c, "failures", atLeast: 1) ?? model.cooldown.failures
+                model.cooldown.windowMs = int(c, "window_ms", atLeast: 1) ?? model.cooldown.windowMs
+                model.cooldown.durationMs = int(c, "duration_ms", atLeast: 1) ?? model.cooldown.durationMs
+            }
             models.append(model)
         }
-        checkUnique(names, what: "model")
+        // Aliases share the namespace of model names: a name means one thing.
+        checkUnique(names + aliases, what: "model or alias")
         // Fallbacks may point forward in the list, so they are checked once every name is known.
         let modelNames = Set(names.map(\.0))
         for (owner, fallback, path) in fallbacks {

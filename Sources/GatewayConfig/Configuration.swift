@@ -238,6 +238,8 @@ public struct ProviderSettings: Sendable, Equatable {
     public var apiKey: String?
     public var upstreamProtocol: UpstreamProtocol
     public var maxConnections: Int
+    /// An active probe of the provider; nil: health is learned from real requests only.
+    public var healthCheck: HealthCheck?
 
     public init(
         name: String,
@@ -269,6 +271,57 @@ public struct ProviderSettings: Sendable, Equatable {
 /// How a model picks among its deployments.
 public enum RoutingStrategy: String, Sendable, CaseIterable {
     case weighted, least_busy, latency, ordered
+}
+
+/// `providers[].health_check`: `GET path` every `interval_ms`; a failure or a 5xx cools every deployment of the
+/// provider down, a success ends the cooldown.
+public struct HealthCheck: Sendable, Equatable {
+    /// The absolute request path, e.g. "/v1/models".
+    public var path: String
+    public var intervalMs: Int
+    public var timeoutMs: Int
+
+    public init(path: String, intervalMs: Int = 10_000, timeoutMs: Int = 2_000) {
+        self.path = path
+        self.intervalMs = intervalMs
+        self.timeoutMs = timeoutMs
+    }
+}
+
+/// An upstream outcome that may be retried on another deployment (`models[].retry.on`).
+public enum RetryCondition: String, Sendable, CaseIterable {
+    /// Refused, unreachable, or no connection within the connect timeout.
+    case connect_error
+    /// No response head within the response timeout.
+    case timeout
+    /// The connection broke before the response head.
+    case reset
+    case status_429 = "429"
+    case status_5xx = "5xx"
+}
+
+/// `models[].retry`: how hard a request tries before it fails. Attempts count every upstream request,
+/// across deployments and fallback models.
+public struct RetryPolicy: Sendable, Equatable {
+    public var attempts = 3
+    public var on = Set(RetryCondition.allCases)
+    /// The first backoff; each later one doubles, with full jitter, up to `maxBackoffMs`.
+    public var backoffMs = 25
+    public var maxBackoffMs = 1_000
+    /// An upstream's `retry-after` is honoured up to this; a longer one moves on to the next deployment at once.
+    public var retryAfterMaxMs = 2_000
+
+    public init() {}
+}
+
+/// `models[].cooldown`: a deployment with `failures` retryable failures within `window_ms` is skipped for
+/// `duration_ms`, then tried again with one request (half-open).
+public struct CooldownPolicy: Sendable, Equatable {
+    public var failures = 3
+    public var windowMs = 30_000
+    public var durationMs = 30_000
+
+    public init() {}
 }
 
 /// USD per million tokens.
@@ -304,6 +357,10 @@ public struct ModelSettings: Sendable, Equatable {
     public var deployments: [DeploymentSettings]
     /// Other models to try, in order, when every deployment of this one fails.
     public var fallbacks: [String]
+    /// Other names clients may use for this model (same deployments, price and access by the model's name).
+    public var aliases: [String] = []
+    public var retry = RetryPolicy()
+    public var cooldown = CooldownPolicy()
 
     public init(
         name: String,

@@ -12,6 +12,8 @@ public struct JSONFieldScanner {
         public var streamOptions: Range<Int>?
         /// False when the body is not a JSON object.
         public var isObject = false
+
+        public init() {}
     }
 
     public static func scan(_ body: UnsafeRawBufferPointer) -> Result {

@@ -126,6 +126,9 @@ public struct MetricsSnapshot: Sendable, Equatable {
     public var inflight = 0
     /// By deployment id.
     public var upstreamConnections: [Int: ConnectionCounts] = [:]
+    /// By deployment id: 0 healthy, 1 cooling down, 2 half-open. Health is shared, so threads agree; the
+    /// sum keeps the worst.
+    public var deploymentStates: [Int: Int] = [:]
     /// Indexed by `RejectionReason.rawValue`.
     public var rejections: [UInt64] = Array(repeating: 0, count: RejectionReason.allCases.count)
 
@@ -155,6 +158,7 @@ public struct MetricsSnapshot: Sendable, Equatable {
             upstreamConnections[key, default: ConnectionCounts()].idle += value.idle
         }
         for i in rejections.indices { rejections[i] &+= other.rejections[i] }
+        deploymentStates.merge(other.deploymentStates, uniquingKeysWith: max)
     }
 
     public static func sum(_ snapshots: [MetricsSnapshot]) -> MetricsSnapshot {

@@ -67,6 +67,13 @@ public enum PrometheusText {
             sample(&out, "gateway_upstream_connections", [("deployment", name), ("state", "idle")], String(counts.idle))
         }
 
+        family(&out, "gateway_deployment_state", "gauge",
+               "Deployment health: 0 healthy, 1 cooling down after failures, 2 half-open (one probe request allowed).")
+        for deployment in snapshot.deploymentStates.keys.sorted() {
+            sample(&out, "gateway_deployment_state", [("deployment", labels.deployment(deployment))],
+                   String(snapshot.deploymentStates[deployment]!))
+        }
+
         family(&out, "gateway_rejections_total", "counter", "Requests the gateway refused itself, by reason (the error code).")
         for reason in RejectionReason.allCases {
             sample(&out, "gateway_rejections_total", [("reason", reason.label)], String(snapshot.rejections[reason.rawValue]))

@@ -143,6 +143,13 @@ public final class ThreadMetrics: @unchecked Sendable {
     @inline(__always) public func requestStarted() { inflight += 1 }
     @inline(__always) public func requestEnded() { inflight -= 1 }
 
+    private var deploymentStates: [Int: Int] = [:]
+
+    /// Sets a deployment's health state (`gateway_deployment_state`), read at scrape time.
+    public func setDeploymentState(deployment: Int, state: Int) {
+        deploymentStates[deployment] = max(state, deploymentStates[deployment] ?? 0)
+    }
+
     /// Sets this thread's connection counts for a deployment (`gateway_upstream_connections`).
     public func setUpstreamConnections(deployment: Int, active: Int, idle: Int) {
         let row = ThreadMetrics.clamp(deployment)
@@ -180,6 +187,7 @@ public final class ThreadMetrics: @unchecked Sendable {
 
     /// A copy of everything recorded so far. Call on the owning thread (the registry posts it there).
     public func snapshot() -> MetricsSnapshot {
+        deploymentStates.removeAll(keepingCapacity: true)
         gaugeSampler?(self)
         var result = MetricsSnapshot(latencyBuckets: latencyBuckets, overheadBuckets: overheadBuckets)
         for (slot, status) in statusCodes.enumerated() {
@@ -205,6 +213,7 @@ public final class ThreadMetrics: @unchecked Sendable {
             }
         }
         for i in 0..<RejectionReason.allCases.count { result.rejections[i] = rejectionCounts[i] }
+        result.deploymentStates = deploymentStates
         return result
     }
 

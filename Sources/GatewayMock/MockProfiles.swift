@@ -47,7 +47,10 @@ public struct MockProfile: Sendable, Equatable {
                 return n
             }
             switch key {
-            case "status": status = try number(100...999)
+            case "status":
+                // 0 answers normally again (a recovered provider).
+                status = try number(0...999)
+                if status > 0 && status < 100 { throw ParseError(description: "profile \(name): status must be 0 or 100...999") }
             case "retry-after": retryAfter = try number(0...86_400)
             case "latency-ms": latencyMs = try number(0...600_000)
             case "ttft-ms": ttftMs = try number(0...600_000)

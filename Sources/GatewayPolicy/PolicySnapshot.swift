@@ -100,7 +100,8 @@ public final class PolicySnapshot: Sendable {
     public func access(_ key: KeyPolicy, modelIndex: Int?, modelName: UnsafeRawBufferPointer) -> Access {
         if let modelIndex {
             guard modelIndex >= 0, modelIndex < key.allowed.count else { return .notAllowed }
-            return key.allowed[modelIndex] ? .allowed : .notAllowed
+            // An alias is allowed by the model's name or by its own (checked only on the refusal path).
+            return key.allowed[modelIndex] || key.patternsMatch(modelName) ? .allowed : .notAllowed
         }
         return key.patternsMatch(modelName) ? .notFound : .notAllowed
     }

@@ -22,7 +22,7 @@ extension APIPath {
 /// Memory: the read buffer, the upstream head and the response head are pool chunks taken while a
 /// request is active and given back when the connection goes idle. A request that fits in the read
 /// buffer is forwarded from it without a copy; a larger body, or a chunked one, goes to a heap buffer.
-final class ClientConnection: EventHandler, UpstreamExchange {
+final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
     enum State { case idle, readingHead, readingBody, proxying, closed }
     enum BodyMode { case none, inInput, heapLength, heapChunked }
 
@@ -73,6 +73,34 @@ final class ClientConnection: EventHandler, UpstreamExchange {
     private var bodyForwarded = 0
     private var triedEarlyDispatch = false
     private var closeAfterResponse = false
+    // Routing of the request in flight (see `startAttempt`).
+    private var primaryModel: ModelRoute?
+    private var currentModel: ModelRoute?
+    /// The deployment of `currentModel` in use, or -1.
+    private var deploymentIndex = -1
+    /// Deployments of `currentModel` this request has tried, a bit each.
+    private var triedMask: UInt64 = 0
+    /// How many of the primary model's fallbacks have been moved on to.
+    private var fallbackPosition = 0
+    private var fallbacksAllowed = true
+    /// This attempt is its deployment's half-open probe.
+    private var probing = false
+    private var freshRetryUsed = false
+    /// The body's `model` differs from the deployment's upstream id: it is spliced.
+    private var renameBody = false
+    private var streamRequested = false
+    private var requestFields = JSONFieldScanner.Result()
+    private var attemptStartNs: UInt64 = 0
+    /// `x-gateway-timeout-ms`: no attempt starts, and no response may still be awaited, past this; 0 for none.
+    private var requestDeadline: UInt64 = 0
+    /// The picker generation the request was routed under; after a reload its attempts report nothing.
+    private var routeGeneration = 0
+    private var retryTimerToken: UInt64 = 0
+    private var waitingToRetry = false
+    /// What the last failed attempt was, for the final error: status, code and message.
+    private var lastFailure: (status: Int, code: StaticCode, message: String)?
+    /// Each failed attempt, "deployment status-or-cause ms", for the log and the audit record.
+    private var attemptTrail: String?
     private let requestID: UnsafeMutableRawPointer
     private var requestIDCount = 0
     // Policy and accounting of the request in flight.
@@ -137,6 +165,18 @@ final class ClientConnection: EventHandler, UpstreamExchange {
             closeNow()
         case .readingHead where now > deadline, .readingBody where now > deadline:
             respondError(408, .requestTimeout, "the request was not received within the timeout", close: true)
+        case .proxying where requestDeadline != 0 && now > requestDeadline && !responseStarted:
+            requestDeadline = 0
+            waitingToRetry = false
+            if waitingForUpstream {
+                waitingForUpstream = false
+                pool?.cancelWait(self)
+            }
+            if let upstream {
+                self.upstream = nil
+                upstream.cancel()
+            }
+            respondError(504, .upstreamTimeout, "no response within x-gateway-timeout-ms (\(attempts) attempts)", close: false)
         case .proxying where waitingForUpstream && now > deadline:
             waitingForUpstream = false
             pool?.cancelWait(self)
@@ -573,22 +613,169 @@ final class ClientConnection: EventHandler, UpstreamExchange {
                 return
             }
         }
-        let chosen = model.deployments[0]
-        deployment = chosen
-        pool = context.pools[chosen.providerIndex]
         if requestIDCount == 0 { requestIDCount = context.writeRequestID(requestID) }
+        primaryModel = model
+        currentModel = model
+        fallbackPosition = 0
+        triedMask = 0
+        freshRetryUsed = false
+        lastFailure = nil
+        attemptTrail = nil
+        streamRequested = fields.stream == true
+        requestFields = fields
+        routeGeneration = context.pickerGeneration
+        fallbacksAllowed = true
+        requestDeadline = 0
+        readRoutingHeaders()
+        _ = startAttempt()
+    }
+
+    /// `x-gateway-fallbacks: none` and `x-gateway-timeout-ms: N`.
+    private func readRoutingHeaders() {
+        if let value = parser.value(named: "x-gateway-fallbacks") {
+            let bytes = parser.bytes(value)
+            fallbacksAllowed = !(bytes.count == 4 && HTTPBytes.equalsLowercase(bytes.baseAddress!, 4, "none"))
+        }
+        if let value = parser.value(named: "x-gateway-timeout-ms") {
+            var ms: UInt64 = 0
+            var valid = value.count > 0 && value.count <= 9
+            for byte in parser.bytes(value) where valid {
+                valid = byte >= 0x30 && byte <= 0x39
+                ms = ms * 10 + UInt64(byte &- 0x30)
+            }
+            if valid && ms > 0 { requestDeadline = loop.now + ms * 1_000_000 }
+        }
+    }
+
+    // MARK: Routing and failover
+
+    /// Sends the request to the next deployment: an untried one of the current model, chosen by its
+    /// strategy, then the model's fallbacks in order. Returns false when none is available.
+    private func startAttempt() -> Bool {
+        guard routeGeneration == context.pickerGeneration, let primary = primaryModel else { return false }
+        let now = loop.now
+        while let model = currentModel {
+            let context = self.context
+            let picked = context.pickers[model.index].pick(
+                excluding: triedMask,
+                available: { model.deployments[$0].health.isAvailable(nowNs: now) },
+                hasRoom: { context.poolHasRoom(model.deployments[$0].providerIndex) })
+            if let index = picked {
+                triedMask |= 1 << index
+                let admission = model.deployments[index].health.admit(nowNs: now)
+                // Another request took the half-open probe a moment ago.
+                if admission == .closed { continue }
+                probing = admission == .probe
+                send(to: index, of: model)
+                return true
+            }
+            guard fallbacksAllowed, fallbackPosition < primary.fallbacks.count else { break }
+            currentModel = context.config.models[primary.fallbacks[fallbackPosition]]
+            fallbackPosition += 1
+            triedMask = 0
+        }
+        // Every deployment of the model and its fallbacks is cooling down. Rather than refuse the request,
+        // its first attempt goes to the primary model anyway (like a load balancer's panic mode): a provider
+        // that blipped should cost a retry, not 30 s of refusals. Retries still respect the cooldown.
+        guard attempts == 0 else { return false }
+        currentModel = primary
+        fallbackPosition = primary.fallbacks.count
+        triedMask = 0
+        guard let index = context.pickers[primary.index].pick(
+            excluding: 0, available: { _ in true }, hasRoom: { _ in true }) else { return false }
+        triedMask = 1 << index
+        probing = false
+        send(to: index, of: primary)
+        return true
+    }
+
+    private func send(to index: Int, of model: ModelRoute) {
+        let chosen = model.deployments[index]
+        deployment = chosen
+        deploymentIndex = index
+        pool = context.pools[chosen.providerIndex]
+        // Billed at the price of the model that serves it.
+        admittedPrice = model.price
+        renameBody = !chosen.upstreamModel.withUnsafeBytes { upstreamName in
+            upstreamName.count == modelRange.count
+                && memcmp(upstreamName.baseAddress!, bodyPointer! + modelRange.lowerBound, modelRange.count) == 0
+        }
         let provider = context.config.providers[chosen.providerIndex]
         // Streams must end with usage, or they could not be billed.
         includeUsage = .unchanged
-        if fields.stream == true && provider.kind == .openai && !streamingBody
+        if streamRequested && provider.kind == .openai && !streamingBody
             && (endpoint == .chatCompletions || endpoint == .completions) {
-            includeUsage = includeUsagePlan(body: bodyBytes, fields: fields)
+            includeUsage = includeUsagePlan(body: UnsafeRawBufferPointer(start: bodyPointer, count: bodyCount), fields: requestFields)
         }
         buildUpstreamHead(chosen, provider: provider)
-        attempts = 1
+        attempts += 1
+        context.pickers[model.index].started(index)
+        attemptStartNs = loop.now
         waitingForUpstream = true
         deadline = loop.now + context.config.connectTimeoutNs
         pool!.acquire(for: self)
+    }
+
+    /// The attempt in flight is over: its deployment has one request fewer in flight.
+    private func endAttempt() {
+        guard deploymentIndex >= 0, let model = currentModel else { return }
+        if routeGeneration == context.pickerGeneration { context.pickers[model.index].finished(deploymentIndex) }
+        deploymentIndex = -1
+    }
+
+    /// An attempt failed with `condition`: counts it against the deployment and decides what comes next.
+    /// - Returns: true when another attempt is on its way (now, or after a backoff); false when the caller
+    ///   must answer the client with this failure.
+    private func failOver(_ condition: RetryCondition, cause: String, retryAfterNs: UInt64 = 0) -> Bool {
+        let now = loop.now
+        if let deployment {
+            deployment.health.recordFailure(nowNs: now, probe: probing, retryAfterNs: retryAfterNs)
+            let label = String(decoding: deployment.label, as: UTF8.self)
+            attemptTrail = (attemptTrail.map { $0 + "; " } ?? "") + "\(label) \(cause) \((now &- attemptStartNs) / 1_000_000)ms"
+        }
+        probing = false
+        endAttempt()
+        guard let primary = primaryModel, primary.retry.on.contains(condition), attempts < primary.retry.attempts,
+              !streamingBody, requestDeadline == 0 || now < requestDeadline else { return false }
+        if startAttempt() { return true }
+        // Every deployment has been tried: wait, then go round again (cooling ones stay skipped). Not after a
+        // timeout: that attempt already waited the whole response timeout.
+        guard condition != .timeout else { return false }
+        let shift = UInt64(min(attempts - 1, 20))
+        var delay = min(primary.retry.maxBackoffNs, primary.retry.backoffNs << shift)
+        delay = delay / 2 + UInt64.random(in: 0...(delay / 2))
+        if retryAfterNs > 0 {
+            guard retryAfterNs <= primary.retry.retryAfterMaxNs else { return false }
+            delay = max(delay, retryAfterNs)
+        }
+        guard requestDeadline == 0 || now + delay < requestDeadline else { return false }
+        currentModel = primary
+        fallbackPosition = 0
+        triedMask = 0
+        waitingToRetry = true
+        retryTimerToken &+= 1
+        deployment = nil
+        loop.schedule(at: now + delay, target: self, token: retryTimerToken)
+        return true
+    }
+
+    func timerFired(token: UInt64) {
+        guard waitingToRetry, token == retryTimerToken, state == .proxying else { return }
+        waitingToRetry = false
+        if startAttempt() { return }
+        let failure = lastFailure ?? (503, .upstreamUnavailable, "no deployment is available")
+        respondError(failure.status, failure.code, failure.message, close: false)
+    }
+
+    /// Seconds of a `retry-after` header (delta-seconds; an HTTP date is ignored), in ns; 0 when absent.
+    private static func retryAfterNs(_ parser: HTTPHeadParser) -> UInt64 {
+        guard let value = parser.value(named: "retry-after") else { return 0 }
+        var seconds: UInt64 = 0
+        for byte in parser.bytes(value) {
+            guard byte >= 0x30 && byte <= 0x39, seconds < 1_000_000 else { return 0 }
+            seconds = seconds * 10 + UInt64(byte &- 0x30)
+        }
+        return seconds * 1_000_000_000
     }
 
     /// Writes the request head for the upstream: hop-by-hop and credential headers dropped, the
@@ -631,7 +818,7 @@ final class ClientConnection: EventHandler, UpstreamExchange {
         upstreamHead.append("\r\nx-request-id: ")
         upstreamHead.append(requestID, requestIDCount)
         upstreamHead.append("\r\ncontent-length: ")
-        var length = deployment.renames ? bodyCount - modelRange.count + deployment.upstreamModel.count : bodyCount
+        var length = renameBody ? bodyCount - modelRange.count + deployment.upstreamModel.count : bodyCount
         length += includeUsage.lengthDelta
         upstreamHead.append(decimal: length)
         upstreamHead.append("\r\n\r\n")
@@ -670,8 +857,10 @@ final class ClientConnection: EventHandler, UpstreamExchange {
     func upstreamFailed(_ failure: UpstreamFailure) {
         upstream = nil
         waitingForUpstream = false
-        if case .failed(_, let retryable) = failure, retryable, attempts == 1, let pool {
-            // A reused connection closed under us before any response byte: try once on a new one.
+        if case .failed(_, let retryable) = failure, retryable, !freshRetryUsed, let pool {
+            // A reused connection closed under us before any response byte (the server may have closed an
+            // idle connection): once per request, try the same deployment on a new one.
+            freshRetryUsed = true
             attempts += 1
             waitingForUpstream = true
             deadline = loop.now + context.config.connectTimeoutNs
@@ -680,8 +869,11 @@ final class ClientConnection: EventHandler, UpstreamExchange {
         }
         let label = deployment.map { String(decoding: $0.label, as: UTF8.self) } ?? "?"
         let id = String(decoding: UnsafeRawBufferPointer(start: requestID, count: requestIDCount), as: UTF8.self)
-        Log.error("upstream \(label) request \(id): \(failure.message) -> \(failure.status)")
-        respondError(failure.status, failure.code, failure.message, close: false)
+        Log.error("upstream \(label) request \(id) attempt \(attempts): \(failure.message) -> \(failure.status)")
+        let message = attempts > 1 ? "\(failure.message) (\(label), the last of \(attempts) attempts)" : failure.message
+        lastFailure = (failure.status, failure.code, message)
+        if failOver(failure.retryCondition, cause: "\(failure.retryCondition.rawValue)") { return }
+        respondError(failure.status, failure.code, message, close: false)
     }
 
     /// Queues the body with its rewrites as writev segments, in offset order: the model alias and the
@@ -693,7 +885,7 @@ final class ClientConnection: EventHandler, UpstreamExchange {
             out.append(bytes.baseAddress!, bytes.count)
             position = range.upperBound
         }
-        let rename = deployment.flatMap { $0.renames ? $0 : nil }
+        let rename = renameBody ? deployment : nil
         var usageSplice: (Range<Int>, StaticString)?
         if case .splice(let range, let bytes) = includeUsage { usageSplice = (range, bytes) }
         let usageFirst = usageSplice.map { rename == nil || $0.0.lowerBound < modelRange.lowerBound } ?? false
@@ -717,6 +909,29 @@ final class ClientConnection: EventHandler, UpstreamExchange {
     }
 
     func upstreamResponseHead(_ parser: HTTPHeadParser, framing: ResponseFraming) {
+        let status = parser.status
+        if let deployment {
+            if status == 429 || status >= 500 {
+                // Nothing has reached the client yet: the next deployment may still answer instead.
+                let retryAfter = status == 429 ? ClientConnection.retryAfterNs(parser) : 0
+                lastFailure = (status == 429 ? 429 : 502, status == 429 ? .rateLimitExceeded : .upstreamError,
+                               "the upstream answered \(status) (\(String(decoding: deployment.label, as: UTF8.self)), "
+                               + "the last of \(attempts) attempts)")
+                let connection = upstream
+                upstream = nil
+                connection?.discardResponse()
+                if failOver(status == 429 ? .status_429 : .status_5xx, cause: "\(status)", retryAfterNs: retryAfter) { return }
+                // No retry: this response goes to the client after all.
+                upstream = connection
+                connection?.keepResponse(for: self)
+            } else {
+                deployment.health.recordSuccess(probe: probing)
+                probing = false
+                if routeGeneration == context.pickerGeneration, let model = currentModel, deploymentIndex >= 0 {
+                    context.pickers[model.index].observeLatency(deploymentIndex, ns: loop.now &- attemptStartNs)
+                }
+            }
+        }
         responseStarted = true
         record.status = parser.status
         if record.active { record.upstreamHeadNs = Clock.monotonicNs() }
@@ -936,6 +1151,11 @@ final class ClientConnection: EventHandler, UpstreamExchange {
         loop.buffers.attach(&responseHead, capacity: body.count + 512)
         let id = requestIDCount > 0 ? UnsafeRawBufferPointer(start: requestID, count: requestIDCount) : nil
         var headers = extraHeaders
+        if attempts > 0 {
+            // Failures after routing say where the request went (error path only: a String is fine here).
+            if let deployment { headers += "x-gateway-deployment: \(String(decoding: deployment.label, as: UTF8.self))\r\n" }
+            headers += "x-gateway-attempts: \(attempts)\r\n"
+        }
         if let key {
             let limits = context.config.policy.counters.headers(key, nowNs: loop.now)
             if !limits.isEmpty {
@@ -959,6 +1179,12 @@ final class ClientConnection: EventHandler, UpstreamExchange {
 
     /// The response is queued: reset for the next request, or close when the connection ends here.
     private func finishRequest() {
+        endAttempt()
+        if probing, let deployment { deployment.health.releaseProbe() }
+        probing = false
+        waitingToRetry = false
+        primaryModel = nil
+        currentModel = nil
         finishAccounting()
         if streamingBody {
             streamingBody = false
@@ -1009,6 +1235,10 @@ final class ClientConnection: EventHandler, UpstreamExchange {
             finishAccounting()
         }
         state = .closed
+        endAttempt()
+        if probing, let deployment { deployment.health.releaseProbe() }
+        probing = false
+        waitingToRetry = false
         if let upstream {
             self.upstream = nil
             upstream.cancel()

@@ -66,7 +66,7 @@ public final class GatewayControl: AdminBackend, @unchecked Sendable {
     /// metric label ids, the routes.
     private static func compile(
         _ configuration: GatewayConfiguration, store: Store?, counters: PolicyCounters, environment: [String: String],
-        metrics: MetricsRegistry
+        metrics: MetricsRegistry, previous: RuntimeConfig? = nil
     ) throws -> RuntimeConfig {
         let apiKeys = try store?.listKeys(includeRevoked: false).compactMap(keyRecord) ?? []
         let apiGroups = try store?.listGroups().compactMap { groupSettings($0.json) } ?? []
@@ -75,7 +75,7 @@ public final class GatewayControl: AdminBackend, @unchecked Sendable {
         let names = RuntimeConfig.metricNames(configuration, policy: policy)
         let labels = metrics.labels.merging(models: names.models, groups: names.groups, deployments: names.deployments)
         metrics.updateLabels(labels)
-        return try RuntimeConfig(configuration, policy: policy, labels: labels)
+        return try RuntimeConfig(configuration, policy: policy, labels: labels, previous: previous)
     }
 
     /// Budgets count from the start of their period: what the store recorded since then comes back.
@@ -126,7 +126,8 @@ public final class GatewayControl: AdminBackend, @unchecked Sendable {
     private func recompile() throws {
         let configuration = state.withLock { $0.configuration }
         let runtime = try GatewayControl.compile(
-            configuration, store: store, counters: counters, environment: environment, metrics: metrics)
+            configuration, store: store, counters: counters, environment: environment, metrics: metrics,
+            previous: self.runtime)
         distribute(runtime)
     }
 
@@ -142,7 +143,8 @@ public final class GatewayControl: AdminBackend, @unchecked Sendable {
             throw AdminError.invalidConfig(error.description)
         }
         let runtime = try GatewayControl.compile(
-            configuration, store: store, counters: counters, environment: environment, metrics: metrics)
+            configuration, store: store, counters: counters, environment: environment, metrics: metrics,
+            previous: self.runtime)
         state.withLock { $0.configuration = configuration }
         audit?.setRetention(defaultDays: configuration.store.retentionDays, groupDays: GatewayControl.groupRetention(configuration.groups))
         distribute(runtime)

@@ -32,11 +32,18 @@ final class LoopContext {
         }
         requestIDSeed = seed
         pools = config.providers.map { UpstreamPool(route: $0, context: self) }
+        pickers = LoopContext.makePickers(config, seed: seed)
+        // One thread probes for all: health is shared.
+        if loop.index == 0 { prober = HealthProber(context: self) }
         loop.tickHook = { [unowned self] now in self.tick(now: now) }
         // Connection gauges are read at scrape time, on this thread. Pools are per provider, so the
         // deployments of one provider show the same pool.
         metrics?.gaugeSampler = { [unowned self] metrics in
+            let now = Clock.monotonicNs()
             for model in self.config.models {
+                for deployment in model.deployments {
+                    metrics.setDeploymentState(deployment: deployment.metricsID, state: deployment.health.state(nowNs: now).rawValue)
+                }
                 for deployment in model.deployments where deployment.providerIndex < self.pools.count {
                     let pool = self.pools[deployment.providerIndex]
                     metrics.setUpstreamConnections(
@@ -52,7 +59,29 @@ final class LoopContext {
         let old = pools
         config = newConfig
         pools = newConfig.providers.map { UpstreamPool(route: $0, context: self) }
+        pickers = LoopContext.makePickers(newConfig, seed: requestIDSeed &+ requestSequence)
+        pickerGeneration &+= 1
         for pool in old { pool.closeIdle() }
+    }
+
+    private var prober: HealthProber?
+
+    /// This thread's routing state, one picker per model (by model index).
+    var pickers: [DeploymentPicker] = []
+    /// Bumped when a reload replaces the pickers: a request admitted before reports nothing to the new ones.
+    private(set) var pickerGeneration = 0
+
+    private static func makePickers(_ config: RuntimeConfig, seed: UInt64) -> [DeploymentPicker] {
+        config.models.map { model in
+            DeploymentPicker(strategy: model.strategy, weights: model.deployments.map(\.weight), seed: seed &+ UInt64(model.index))
+        }
+    }
+
+    /// Whether provider `index`'s pool on this thread can take a request without queueing.
+    @inline(__always)
+    func poolHasRoom(_ index: Int) -> Bool {
+        let pool = pools[index]
+        return pool.idleCount > 0 || pool.openCount < pool.route.maxConnections
     }
 
     /// Writes a new request id ("gw-" and 16 hex digits) at `out`; returns its length.
@@ -117,6 +146,7 @@ final class LoopContext {
     }
 
     private func tick(now: UInt64) {
+        prober?.tick(now: now)
         guard draining else { return }
         if now > drainDeadline {
             if clientCount > 0 { Log.warning("drain timeout: closing \(clientCount) connections with requests in flight") }

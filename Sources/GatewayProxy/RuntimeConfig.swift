@@ -48,7 +48,12 @@ public final class RuntimeConfig: Sendable {
     ///   - policy: the policy built from the same configuration (model indexes must agree); nil builds one
     ///     with no API keys and fresh counters.
     ///   - labels: the metric label ids to record with; names it lacks record as "none".
-    public init(_ config: GatewayConfiguration, policy: PolicySnapshot? = nil, labels: MetricsLabels = MetricsLabels()) throws {
+    ///   - previous: the configuration this one replaces; deployments it shares (same model, provider, upstream
+    ///     model and cooldown settings) keep their health, so a reload does not forget a deployment is down.
+    public init(
+        _ config: GatewayConfiguration, policy: PolicySnapshot? = nil, labels: MetricsLabels = MetricsLabels(),
+        previous: RuntimeConfig? = nil
+    ) throws {
         source = config
         self.policy = policy ?? PolicySnapshot(
             config: config, apiKeys: [], apiGroups: [], environment: [:], counters: PolicyCounters())
@@ -60,25 +65,36 @@ public final class RuntimeConfig: Sendable {
         self.providers = providers
         var models: [ModelRoute] = []
         var index: [UInt64: Int] = [:]
+        let modelIndexes = Dictionary(config.models.enumerated().map { ($1.name, $0) }, uniquingKeysWith: { first, _ in first })
         for model in config.models {
+            let oldModel = previous?.source.models.first { $0.name == model.name }
             let deployments = model.deployments.map { deployment -> DeploymentRoute in
                 let providerIndex = config.providers.firstIndex { $0.name == deployment.provider }!
                 let label = "\(deployment.provider)/\(deployment.model)"
+                var health = DeploymentHealth(model.cooldown)
+                if let oldModel, oldModel.cooldown == model.cooldown,
+                   let old = previous?.model(named: model.name)?.deployments.first(where: { $0.label == Array(label.utf8) }) {
+                    health = old.health
+                }
                 return DeploymentRoute(
                     providerIndex: providerIndex,
                     upstreamModel: Array(deployment.model.utf8),
                     label: Array(label.utf8),
                     renames: deployment.model != model.name,
                     weight: deployment.weight,
-                    metricsID: labels.deploymentID(label))
+                    metricsID: labels.deploymentID(label),
+                    health: health)
             }
-            let name = Array(model.name.utf8)
-            let hash = name.withUnsafeBytes { RuntimeConfig.hash($0) }
-            precondition(index[hash] == nil, "model name hash collision: \(model.name)")
-            index[hash] = models.count
-            models.append(ModelRoute(
-                index: models.count, name: name, deployments: deployments, price: model.price,
-                metricsID: labels.modelID(model.name)))
+            let route = ModelRoute(
+                index: models.count, name: Array(model.name.utf8), deployments: deployments, price: model.price,
+                metricsID: labels.modelID(model.name), strategy: model.routing, retry: RetryRoute(model.retry),
+                fallbacks: model.fallbacks.compactMap { modelIndexes[$0] })
+            for name in [model.name] + model.aliases {
+                let hash = Array(name.utf8).withUnsafeBytes { RuntimeConfig.hash($0) }
+                precondition(index[hash] == nil, "model name hash collision: \(name)")
+                index[hash] = models.count
+            }
+            models.append(route)
         }
         self.models = models
         self.modelIndex = index
@@ -92,7 +108,8 @@ public final class RuntimeConfig: Sendable {
         responseTimeoutNs = UInt64(timeouts.upstreamResponseMs) * 1_000_000
         drainTimeoutNs = UInt64(timeouts.drainMs) * 1_000_000
         var list = "{\"object\":\"list\",\"data\":["
-        list += config.models.map { "{\"id\":\"\($0.name)\",\"object\":\"model\",\"created\":0,\"owned_by\":\"gateway\"}" }
+        list += config.models.flatMap { [$0.name] + $0.aliases }
+            .map { "{\"id\":\"\($0)\",\"object\":\"model\",\"created\":0,\"owned_by\":\"gateway\"}" }
             .joined(separator: ",")
         list += "]}"
         modelListBody = Array(list.utf8)
@@ -101,22 +118,32 @@ public final class RuntimeConfig: Sendable {
     /// The `GET /v1/models` body for a key: only the models it may use.
     public func modelList(for key: KeyPolicy) -> [UInt8] {
         var list = "{\"object\":\"list\",\"data\":["
-        list += policy.allowedModels(key).map {
-            "{\"id\":\"\(source.models[$0].name)\",\"object\":\"model\",\"created\":0,\"owned_by\":\"gateway\"}"
+        list += policy.allowedModels(key).flatMap { [source.models[$0].name] + source.models[$0].aliases }.map {
+            "{\"id\":\"\($0)\",\"object\":\"model\",\"created\":0,\"owned_by\":\"gateway\"}"
         }.joined(separator: ",")
         list += "]}"
         return Array(list.utf8)
     }
 
-    /// The model a request names, found from its bytes without making a String.
+    /// The model a request names (by its name or an alias), found from its bytes without making a String.
     @inline(__always)
     public func model(named bytes: UnsafeRawBufferPointer) -> ModelRoute? {
         guard let index = modelIndex[RuntimeConfig.hash(bytes)] else { return nil }
         let model = models[index]
-        let matches = model.name.withUnsafeBytes { name in
+        if RuntimeConfig.same(model.name, bytes) { return model }
+        // An alias: rare, so its name is only compared here.
+        return source.models[index].aliases.contains { RuntimeConfig.same(Array($0.utf8), bytes) } ? model : nil
+    }
+
+    func model(named name: String) -> ModelRoute? {
+        Array(name.utf8).withUnsafeBytes { model(named: $0) }
+    }
+
+    @inline(__always)
+    private static func same(_ name: [UInt8], _ bytes: UnsafeRawBufferPointer) -> Bool {
+        name.withUnsafeBytes { name in
             name.count == bytes.count && (name.count == 0 || memcmp(name.baseAddress!, bytes.baseAddress!, name.count) == 0)
         }
-        return matches ? model : nil
     }
 
     /// FNV-1a over the bytes.
@@ -179,6 +206,25 @@ public struct DeploymentRoute: Sendable {
     public let renames: Bool
     public let weight: Int
     public let metricsID: Int
+    /// Shared by every thread (and kept across reloads while the deployment stays).
+    public let health: DeploymentHealth
+}
+
+/// `models[].retry`, in the units the request path uses.
+public struct RetryRoute: Sendable {
+    public let attempts: Int
+    public let on: Set<RetryCondition>
+    public let backoffNs: UInt64
+    public let maxBackoffNs: UInt64
+    public let retryAfterMaxNs: UInt64
+
+    init(_ policy: RetryPolicy) {
+        attempts = policy.attempts
+        on = policy.on
+        backoffNs = UInt64(policy.backoffMs) * 1_000_000
+        maxBackoffNs = UInt64(policy.maxBackoffMs) * 1_000_000
+        retryAfterMaxNs = UInt64(policy.retryAfterMaxMs) * 1_000_000
+    }
 }
 
 public struct ModelRoute: Sendable {
@@ -188,4 +234,8 @@ public struct ModelRoute: Sendable {
     public let deployments: [DeploymentRoute]
     public let price: Price?
     public let metricsID: Int
+    public let strategy: RoutingStrategy
+    public let retry: RetryRoute
+    /// Indexes of the models to try, in order, once this one's deployments have failed.
+    public let fallbacks: [Int]
 }

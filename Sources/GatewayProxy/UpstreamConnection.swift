@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import GatewayConfig
 import GatewayHTTP
 import GatewayIO
 
@@ -9,6 +10,8 @@ public enum UpstreamFailure: Sendable {
     /// Refused or reset before the response head: 502. `retryable` when it happened on a reused
     /// connection before any response byte, where the server may simply have closed an idle connection.
     case failed(errno: Int32, retryable: Bool)
+    /// The connection could not be made (refused, unreachable): 502.
+    case connectFailed(errno: Int32)
     /// No connection within the connect timeout: 503.
     case connectTimeout
     /// No response within the response timeout: 504.
@@ -18,7 +21,7 @@ public enum UpstreamFailure: Sendable {
 
     var status: Int {
         switch self {
-        case .failed, .badResponse: 502
+        case .failed, .connectFailed, .badResponse: 502
         case .connectTimeout: 503
         case .responseTimeout: 504
         }
@@ -26,7 +29,7 @@ public enum UpstreamFailure: Sendable {
 
     var code: StaticCode {
         switch self {
-        case .failed, .badResponse: .upstreamError
+        case .failed, .connectFailed, .badResponse: .upstreamError
         case .connectTimeout: .upstreamUnavailable
         case .responseTimeout: .upstreamTimeout
         }
@@ -36,9 +39,19 @@ public enum UpstreamFailure: Sendable {
         switch self {
         case .failed(let code, _): code == 0 ? "the upstream closed the connection before responding"
             : "the upstream connection failed (\(errnoName(code)))"
+        case .connectFailed(let code): "could not connect to the upstream (\(errnoName(code)))"
         case .connectTimeout: "no upstream connection could be made within the connect timeout"
         case .responseTimeout: "the upstream did not respond within the response timeout"
         case .badResponse(let text): "the upstream sent an invalid response: \(text)"
+        }
+    }
+
+    /// The retry class of the failure (`models[].retry.on`).
+    var retryCondition: RetryCondition {
+        switch self {
+        case .connectFailed, .connectTimeout: .connect_error
+        case .responseTimeout: .timeout
+        case .failed, .badResponse: .reset
         }
     }
 }
@@ -110,6 +123,8 @@ final class UpstreamConnection: EventHandler {
     private var wantsWrite = false
     /// The response head was handed over and nothing has flushed it yet.
     private var headPending = false
+    /// The exchange let go of the response (`discardResponse`): read it to the end and drop it.
+    private var discarding = false
     /// True: chunked bodies pass through with their framing. False: they are decoded (for HTTP/1.0
     /// clients and HTTP/2 streams).
     var passRawChunks = true
@@ -140,7 +155,7 @@ final class UpstreamConnection: EventHandler {
             registration = loop.register(fd: fd, interest: Interest.write, handler: self)
             if case .processed = result { connected() }
         } catch {
-            fail(.failed(errno: error.errno, retryable: false))
+            fail(.connectFailed(errno: error.errno))
         }
     }
 
@@ -192,7 +207,7 @@ final class UpstreamConnection: EventHandler {
         if state == .connecting {
             let error = Posix.socketError(fd)
             if error != 0 || events & (EventBits.error | EventBits.hangup) != 0 {
-                fail(.failed(errno: error == 0 ? ECONNREFUSED : error, retryable: false))
+                fail(.connectFailed(errno: error == 0 ? ECONNREFUSED : error))
             } else {
                 connected()
             }
@@ -258,7 +273,9 @@ final class UpstreamConnection: EventHandler {
     /// EOF or a socket error.
     private func handleBrokenConnection(errno code: Int32) {
         switch state {
-        case .connecting, .writing, .awaitingHead:
+        case .connecting:
+            fail(.connectFailed(errno: code == 0 ? ECONNREFUSED : code))
+        case .writing, .awaitingHead:
             fail(.failed(errno: code, retryable: isReused && !receivedResponseBytes))
         case .readingBody:
             if framing == .untilClose && code == 0 {
@@ -324,7 +341,7 @@ final class UpstreamConnection: EventHandler {
 
     private func deliverBody() {
         let available = input.readableBytes
-        guard let exchange, available > 0 || headPending else { return }
+        guard exchange != nil || discarding, available > 0 || headPending else { return }
         headPending = false
         let start = input.readPointer
         var deliverCount = available
@@ -371,7 +388,8 @@ final class UpstreamConnection: EventHandler {
             deliverCount = 0
             done = true
         }
-        let accepted = exchange.upstreamBody(start, deliverCount)
+        // A discarded response is read to its end and dropped, so the connection can be reused.
+        let accepted = exchange?.upstreamBody(start, deliverCount) ?? true
         guard state == .readingBody else { return }
         if accepted {
             input.clear()
@@ -405,6 +423,7 @@ final class UpstreamConnection: EventHandler {
 
     private func finishResponse() {
         headPending = false
+        discarding = false
         let finished = exchange
         exchange = nil
         requestsServed += 1
@@ -417,6 +436,19 @@ final class UpstreamConnection: EventHandler {
             close()
         }
         finished?.upstreamResponseComplete()
+    }
+
+    /// Called from `upstreamResponseHead`: the exchange will not use this response (it retries elsewhere).
+    /// The body is read and dropped, and the connection goes back to its pool if it stays usable.
+    func discardResponse() {
+        exchange = nil
+        discarding = true
+    }
+
+    /// Undoes `discardResponse` within the same `upstreamResponseHead` call: no retry was possible after all.
+    func keepResponse(for exchange: any UpstreamExchange) {
+        self.exchange = exchange
+        discarding = false
     }
 
     /// Detaches the exchange (its client went away) and drops the connection: its state is unknown.
@@ -433,6 +465,7 @@ final class UpstreamConnection: EventHandler {
     }
 
     private func abort() {
+        discarding = false
         let aborted = exchange
         exchange = nil
         close()
@@ -442,6 +475,7 @@ final class UpstreamConnection: EventHandler {
     func close() {
         guard state != .closed else { return }
         state = .closed
+        discarding = false
         if fd >= 0 {
             loop.deregisterAndClose(registration)
             fd = -1

@@ -307,9 +307,11 @@ struct ProxyTests {
         let before = try fixture.mockStats()["requests"] as? Int ?? 0
         let response = try client.send(HTTPRequest.post("/v1/chat/completions", body: chatBody(), headers: [("x-mock-fault", "reset")]))
         #expect(response.status == 502)
+        // The reused connection, then a new one, then (the model's retry budget of 3, after a backoff) one more.
+        #expect(response.header("x-gateway-attempts") == "3")
         let after = try fixture.mockStats()["requests"] as? Int ?? 0
-        // Two attempts reached the mock (the reused connection, then a new one), plus the stats request.
-        #expect(after - before == 3)
+        // Three attempts reached the mock, plus the stats request.
+        #expect(after - before == 4)
     }
 
     @Test("SIGHUP reloads the configuration without dropping connections")
