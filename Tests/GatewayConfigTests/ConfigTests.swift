@@ -283,6 +283,51 @@ private let full = """
         #expect(found[0].message.contains("weighted, least_busy, latency, ordered"))
     }
 
+    @Test func routingFieldsParse() throws {
+        let yaml = """
+            providers:
+              - name: mock
+                base_url: "http://127.0.0.1:9000/v1"
+                health_check: {path: /v1/models, interval_ms: 500}
+            models:
+              - name: m
+                aliases: [fast]
+                deployments: [{provider: mock}]
+                retry: {attempts: 5, on: [connect_error, "429"], backoff_ms: 10, max_backoff_ms: 100, retry_after_max_ms: 0}
+                cooldown: {failures: 2, window_ms: 1000, duration_ms: 2000}
+            """
+        let config = try GatewayConfiguration.parse(yaml: yaml, environment: [:])
+        let model = config.models[0]
+        #expect(model.aliases == ["fast"])
+        #expect(model.retry.attempts == 5)
+        #expect(model.retry.on == [.connect_error, .status_429])
+        #expect(model.retry.backoffMs == 10 && model.retry.maxBackoffMs == 100 && model.retry.retryAfterMaxMs == 0)
+        #expect(model.cooldown.failures == 2 && model.cooldown.windowMs == 1000 && model.cooldown.durationMs == 2000)
+        #expect(config.providers[0].healthCheck == HealthCheck(path: "/v1/models", intervalMs: 500, timeoutMs: 2000))
+        // Defaults: 3 attempts on every condition.
+        let plain = try GatewayConfiguration.parse(yaml: minimal, environment: [:]).models[0]
+        #expect(plain.retry.attempts == 3 && plain.retry.on.count == RetryCondition.allCases.count)
+    }
+
+    @Test func badRoutingFieldsNameTheirPaths() {
+        let yaml = """
+            providers:
+              - {name: mock, base_url: "http://127.0.0.1:9000/v1", health_check: {path: "v1 models"}}
+            models:
+              - name: m
+                aliases: [other]
+                deployments: [{provider: mock}]
+                retry: {attempts: 11, on: [connect_error, "404"], jitter: true}
+                cooldown: {failures: 0}
+              - {name: other, deployments: [{provider: mock}]}
+            """
+        let found = Set(fields(yaml))
+        #expect(found.isSuperset(of: [
+            "providers[0].health_check.path", "models[0].retry.attempts", "models[0].retry.on[1]",
+            "models[0].retry.jitter", "models[0].cooldown.failures", "models[0].aliases[0]",
+        ]), "\(found)")
+    }
+
     @Test func keyWithTwoSourcesOrNone() {
         let yaml = minimal + """
 
