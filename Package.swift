@@ -2,7 +2,8 @@
 // The gateway, its mock provider and its load generator.
 // Data flow, by target: CShims/COpenSSL/CNghttp2 (C) → GatewayIO (reactor, sockets, buffers)
 // → GatewayHTTP (HTTP/1.1 codec) → GatewayProxy (connections, upstream pools, forwarding);
-// GatewayConfig holds the YAML schema; GatewayMock and GatewayBench are the test-side products.
+// GatewayConfig holds the YAML schema; GatewayJSON the JSON reader and writer;
+// GatewayMock and GatewayBench are the test-side products.
 import PackageDescription
 
 // Release builds drop the runtime exclusivity checks: they cost about a quarter of the proxy's
@@ -55,7 +56,9 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         // Store: the audit writer thread, SQLite, reports; persisted keys, groups and spend.
-        .target(name: "GatewayStore", dependencies: ["GatewayIO", "CSQLite"], swiftSettings: swiftSettings),
+        .target(name: "GatewayStore", dependencies: ["GatewayIO", "GatewayJSON", "CSQLite"], swiftSettings: swiftSettings),
+        // JSON: a small writer and reader (members in document order, exact integers); no Foundation.
+        .target(name: "GatewayJSON", swiftSettings: swiftSettings),
         // Metrics: per-thread counters and histograms, summed at scrape time into the Prometheus text format.
         .target(name: "GatewayMetrics", dependencies: ["GatewayIO"], swiftSettings: swiftSettings),
         // Admin: the admin listener (keys, groups, usage, logs, reload, metrics, health).
