@@ -2,8 +2,8 @@
 // The gateway, its mock provider and its load generator.
 // Data flow, by target: CShims/COpenSSL/CNghttp2 (C) → GatewayIO (reactor, sockets, buffers)
 // → GatewayHTTP (HTTP/1.1 codec) → GatewayProxy (connections, upstream pools, forwarding);
-// GatewayConfig holds the YAML schema; GatewayJSON the JSON reader and writer;
-// GatewayMock and GatewayBench are the test-side products.
+// GatewayConfig holds the YAML schema; GatewayJSON the JSON reader and writer; GatewayTranslate rewrites
+// OpenAI ⇄ Anthropic bodies; GatewayMock and GatewayBench are the test-side products.
 import PackageDescription
 
 // Release builds drop the runtime exclusivity checks: they cost about a quarter of the proxy's
@@ -25,6 +25,7 @@ let package = Package(
         .library(name: "GatewayConfig", targets: ["GatewayConfig"]),
         .library(name: "GatewayProxy", targets: ["GatewayProxy"]),
         .library(name: "GatewayMock", targets: ["GatewayMock"]),
+        .library(name: "GatewayTranslate", targets: ["GatewayTranslate"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -59,6 +60,8 @@ let package = Package(
         .target(name: "GatewayStore", dependencies: ["GatewayIO", "GatewayJSON", "CSQLite"], swiftSettings: swiftSettings),
         // JSON: a small writer and reader (members in document order, exact integers); no Foundation.
         .target(name: "GatewayJSON", swiftSettings: swiftSettings),
+        // Translate: OpenAI ⇄ Anthropic requests, responses, SSE streams and errors; pure, bytes in and bytes out.
+        .target(name: "GatewayTranslate", dependencies: ["GatewayJSON"], swiftSettings: swiftSettings),
         // Metrics: per-thread counters and histograms, summed at scrape time into the Prometheus text format.
         .target(name: "GatewayMetrics", dependencies: ["GatewayIO"], swiftSettings: swiftSettings),
         // Admin: the admin listener (keys, groups, usage, logs, reload, metrics, health).
@@ -99,6 +102,7 @@ let package = Package(
         .testTarget(name: "GatewayBenchTests", dependencies: ["GatewayBench", "GatewayIO", "GatewayHTTP"]),
         .testTarget(name: "GatewayPolicyTests", dependencies: ["GatewayPolicy", "GatewayConfig", "GatewayIO"]),
         .testTarget(name: "GatewayStoreTests", dependencies: ["GatewayStore", "GatewayIO"]),
+        .testTarget(name: "GatewayTranslateTests", dependencies: ["GatewayTranslate", "GatewayJSON"]),
         .testTarget(name: "GatewayAdminTests", dependencies: ["GatewayAdmin", "GatewayMetrics", "GatewayIO", "GatewayHTTP"]),
     ],
     swiftLanguageModes: [.v6]
