@@ -2,7 +2,8 @@
 // The gateway, its mock provider and its load generator.
 // Data flow, by target: CShims/COpenSSL/CNghttp2 (C) → GatewayIO (reactor, sockets, buffers)
 // → GatewayHTTP (HTTP/1.1 codec) → GatewayProxy (connections, upstream pools, forwarding);
-// GatewayConfig holds the YAML schema; GatewayMock and GatewayBench are the test-side products.
+// GatewayConfig holds the YAML schema; GatewayJSON the JSON reader and writer; GatewayTranslate rewrites
+// OpenAI ⇄ Anthropic bodies; GatewayMock and GatewayBench are the test-side products.
 import PackageDescription
 
 // Release builds drop the runtime exclusivity checks: they cost about a quarter of the proxy's
@@ -24,6 +25,7 @@ let package = Package(
         .library(name: "GatewayConfig", targets: ["GatewayConfig"]),
         .library(name: "GatewayProxy", targets: ["GatewayProxy"]),
         .library(name: "GatewayMock", targets: ["GatewayMock"]),
+        .library(name: "GatewayTranslate", targets: ["GatewayTranslate"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -55,7 +57,11 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
         // Store: the audit writer thread, SQLite, reports; persisted keys, groups and spend.
-        .target(name: "GatewayStore", dependencies: ["GatewayIO", "CSQLite"], swiftSettings: swiftSettings),
+        .target(name: "GatewayStore", dependencies: ["GatewayIO", "GatewayJSON", "CSQLite"], swiftSettings: swiftSettings),
+        // JSON: a small writer and reader (members in document order, exact integers); no Foundation.
+        .target(name: "GatewayJSON", swiftSettings: swiftSettings),
+        // Translate: OpenAI ⇄ Anthropic requests, responses, SSE streams and errors; pure, bytes in and bytes out.
+        .target(name: "GatewayTranslate", dependencies: ["GatewayJSON"], swiftSettings: swiftSettings),
         // Metrics: per-thread counters and histograms, summed at scrape time into the Prometheus text format.
         .target(name: "GatewayMetrics", dependencies: ["GatewayIO"], swiftSettings: swiftSettings),
         // Admin: the admin listener (keys, groups, usage, logs, reload, metrics, health).
@@ -96,6 +102,7 @@ let package = Package(
         .testTarget(name: "GatewayBenchTests", dependencies: ["GatewayBench", "GatewayIO", "GatewayHTTP"]),
         .testTarget(name: "GatewayPolicyTests", dependencies: ["GatewayPolicy", "GatewayConfig", "GatewayIO"]),
         .testTarget(name: "GatewayStoreTests", dependencies: ["GatewayStore", "GatewayIO"]),
+        .testTarget(name: "GatewayTranslateTests", dependencies: ["GatewayTranslate", "GatewayJSON"]),
         .testTarget(name: "GatewayAdminTests", dependencies: ["GatewayAdmin", "GatewayMetrics", "GatewayIO", "GatewayHTTP"]),
     ],
     swiftLanguageModes: [.v6]

@@ -1,3 +1,6 @@
+// The JSON writer and reader moved to their own target; users of the store keep seeing them through this import.
+@_exported import GatewayJSON
+
 /// # GatewayStore
 ///
 /// The gateway's persistence, off the hot path. SQLite (WAL mode) through Debian's libsqlite3; no Foundation.
@@ -13,7 +16,8 @@
 ///   - `usage(by:since:until:)` and `logs(...)` for `gateway report`, `GET /admin/usage` and `GET /admin/logs`,
 ///     with `renderUsage` (table, CSV, JSON) and `renderLogsJSON`.
 /// - Schema.swift: the tables; SQLite.swift: the only file that calls the SQLite C API.
-/// - JSON.swift, UTCTime.swift: a JSON writer and reader and UTC calendar math, in place of Foundation.
+/// - UTCTime.swift: UTC calendar math, in place of Foundation. The JSON writer and reader live in GatewayJSON,
+///   re-exported here so that the store's users see them as before.
 ///
 /// Wiring, in short:
 /// ```swift

@@ -1,5 +1,5 @@
-/// A small JSON writer and reader, so that the store needs no Foundation.
-/// The writer appends to a byte array; the reader parses what the writer (or the admin API) produced.
+/// A small JSON writer and reader, so that the store and the translator need no Foundation.
+/// The writer appends to a byte array; the reader parses what the writer, the admin API or an upstream produced.
 
 /// Appends JSON text to a byte array. The caller places the commas with `comma()` or the `field` helpers.
 public struct JSONWriter {
