@@ -46,7 +46,7 @@ let package = Package(
             name: "GatewayProxy",
             dependencies: [
                 "GatewayIO", "GatewayHTTP", "GatewayConfig", "GatewayPolicy", "GatewayStore", "GatewayMetrics",
-                "GatewayAdmin",
+                "GatewayAdmin", "GatewayTranslate",
             ],
             swiftSettings: swiftSettings
         ),

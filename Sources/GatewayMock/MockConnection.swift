@@ -560,6 +560,14 @@ final class MockConnection: EventHandler, TimerTarget {
         }
         let echo = self.echo
         switch plan.endpoint {
+        case .chatCompletions where plan.toolCall:
+            writeResponse(status, contentType: "application/json", estimate: 1024 + modelCount) { out in
+                MockRender.chatToolCompletion(&out, echo)
+            }
+        case .messages where plan.toolCall:
+            writeResponse(status, contentType: "application/json", estimate: 1024 + modelCount) { out in
+                MockRender.anthropicToolMessage(&out, echo)
+            }
         case .chatCompletions:
             writeResponse(status, contentType: "application/json", estimate: 1024 + modelCount + 4 * plan.chunks) { out in
                 MockRender.chatCompletion(&out, echo)
@@ -630,7 +638,7 @@ final class MockConnection: EventHandler, TimerTarget {
             &out, status: status, contentType: "text/event-stream", framing: chunkedOut ? .chunked : .untilClose,
             receivedNs: plan.receivedNs, connection: connectionHeader)
         group = 0
-        groups = max(plan.chunks, 1)
+        groups = plan.toolCall && plan.endpoint != .completions ? MockRender.toolFragments + 1 : max(plan.chunks, 1)
         stopAfter = plan.fault == .closeMidBody ? max(1, groups / 2) : Int.max
         state = .streaming
         if plan.ttftNs > 0 { arm(at: loop.now + plan.ttftNs) }
@@ -670,6 +678,25 @@ final class MockConnection: EventHandler, TimerTarget {
         let last = index == groups - 1
         let content = plan.chunks > 0
         switch plan.endpoint {
+        case .chatCompletions where plan.toolCall:
+            event { MockRender.chatToolChunk(&$0, echo, index: index) }
+            if last {
+                event { MockRender.chatToolFinish(&$0, echo) }
+                if plan.includeUsage { event { MockRender.chatFinish(&$0, echo, part: 1) } }
+                event { MockRender.done(&$0) }
+            }
+        case .messages where plan.toolCall:
+            if first {
+                event { MockRender.anthropicMessageStart(&$0, echo) }
+                event { MockRender.anthropicToolBlockStart(&$0, echo) }
+            } else {
+                event { MockRender.anthropicToolDelta(&$0, fragment: index - 1) }
+            }
+            if last {
+                event { $0.append(MockRender.anthropicBlockStop) }
+                event { MockRender.anthropicToolMessageDelta(&$0, echo) }
+                event { $0.append(MockRender.anthropicMessageStop) }
+            }
         case .chatCompletions:
             if content { event { MockRender.chatChunk(&$0, echo, index: index) } }
             if last {

@@ -51,6 +51,8 @@ struct RequestPlan {
     var usagePrompt = -1
     var usageCompletion = -1
     var fault = MockFault.none
+    /// `x-mock-tool-call`: answer with one call of `MockRender.toolName` instead of text.
+    var toolCall = false
     /// Seconds for `retry-after` on an error response, or -1 for none (a profile's `retry-after`).
     var retryAfter = -1
     /// The profile the request came through (`/NAME/v1/...`), as an index into the thread's counts, or -1.
@@ -85,6 +87,8 @@ struct RequestPlan {
                 if let number = MockNumbers.parse(value) { ttftNs = UInt64(number) * 1_000_000 }
             } else if HTTPBytes.equalsLowercase(name, nameCount, "x-mock-itl-ms") {
                 if let number = MockNumbers.parse(value) { itlNs = UInt64(number) * 1_000_000 }
+            } else if HTTPBytes.equalsLowercase(name, nameCount, "x-mock-tool-call") {
+                toolCall = !(value.count == 1 && value[0] == UInt8(ascii: "0"))
             } else if HTTPBytes.equalsLowercase(name, nameCount, "x-mock-chunks") {
                 if let number = MockNumbers.parse(value) { chunks = min(number, MockLimits.maxChunks) }
             } else if HTTPBytes.equalsLowercase(name, nameCount, "x-mock-usage") {

@@ -312,6 +312,101 @@ enum MockRender {
 
     static let anthropicMessageStop: StaticString = "event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"
 
+    // MARK: Tool calls (`x-mock-tool-call`)
+
+    static let toolName: StaticString = "get_weather"
+    /// The call's arguments; streams send them in `toolFragmentBytes` pieces, each escaped on its own.
+    static let toolArguments: StaticString = #"{"location":"Paris, France","days":3,"units":"celsius"}"#
+    static let toolFragmentBytes = 8
+    static var toolFragments: Int { (toolArguments.utf8CodeUnitCount + toolFragmentBytes - 1) / toolFragmentBytes }
+
+    /// Appends piece `index` of the arguments (all of them for -1) as JSON string contents.
+    private static func toolArgumentsEscaped(_ out: inout ByteBuffer, fragment index: Int) {
+        let all = UnsafeRawBufferPointer(start: toolArguments.utf8Start, count: toolArguments.utf8CodeUnitCount)
+        let range = index < 0 ? 0..<all.count : (index * toolFragmentBytes)..<min(all.count, (index + 1) * toolFragmentBytes)
+        for byte in all[range] {
+            if byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") { out.append(byte: UInt8(ascii: "\\")) }
+            out.append(byte: byte)
+        }
+    }
+
+    static func chatToolCompletion(_ out: inout ByteBuffer, _ e: Echo) {
+        out.append("{\"id\":\"chatcmpl-mock")
+        out.append(decimal: e.sequence)
+        out.append("\",\"object\":\"chat.completion\",\"created\":")
+        out.append(decimal: e.created)
+        out.append(",\"model\":\"")
+        appendModel(&out, e)
+        out.append("\",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"id\":\"call_mock")
+        out.append(decimal: e.sequence)
+        out.append("\",\"type\":\"function\",\"function\":{\"name\":\"")
+        out.append(toolName)
+        out.append("\",\"arguments\":\"")
+        toolArgumentsEscaped(&out, fragment: -1)
+        out.append("\"}}]},\"logprobs\":null,\"finish_reason\":\"tool_calls\"}],\"usage\":")
+        usage(&out, e)
+        out.append("}")
+    }
+
+    static func anthropicToolMessage(_ out: inout ByteBuffer, _ e: Echo) {
+        out.append("{\"id\":\"msg_mock")
+        out.append(decimal: e.sequence)
+        out.append("\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"")
+        appendModel(&out, e)
+        out.append("\",\"content\":[{\"type\":\"tool_use\",\"id\":\"toolu_mock")
+        out.append(decimal: e.sequence)
+        out.append("\",\"name\":\"")
+        out.append(toolName)
+        out.append("\",\"input\":")
+        out.append(toolArguments)
+        out.append("}],\"stop_reason\":\"tool_use\",\"stop_sequence\":null,\"usage\":{\"input_tokens\":")
+        out.append(decimal: e.prompt)
+        out.append(",\"output_tokens\":")
+        out.append(decimal: e.completion)
+        out.append("}}")
+    }
+
+    /// Stream group `index` of a tool call: 0 opens the call, 1... carry the argument pieces.
+    static func chatToolChunk(_ out: inout ByteBuffer, _ e: Echo, index: Int) {
+        chatChunkPrefix(&out, e)
+        if index == 0 {
+            out.append("[{\"index\":0,\"delta\":{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"index\":0,\"id\":\"call_mock")
+            out.append(decimal: e.sequence)
+            out.append("\",\"type\":\"function\",\"function\":{\"name\":\"")
+            out.append(toolName)
+            out.append("\",\"arguments\":\"\"}}]},\"logprobs\":null,\"finish_reason\":null}]}\n\n")
+        } else {
+            out.append("[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\"")
+            toolArgumentsEscaped(&out, fragment: index - 1)
+            out.append("\"}}]},\"logprobs\":null,\"finish_reason\":null}]}\n\n")
+        }
+    }
+
+    static func chatToolFinish(_ out: inout ByteBuffer, _ e: Echo) {
+        chatChunkPrefix(&out, e)
+        out.append("[{\"index\":0,\"delta\":{},\"logprobs\":null,\"finish_reason\":\"tool_calls\"}]}\n\n")
+    }
+
+    static func anthropicToolBlockStart(_ out: inout ByteBuffer, _ e: Echo) {
+        out.append("event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"tool_use\",\"id\":\"toolu_mock")
+        out.append(decimal: e.sequence)
+        out.append("\",\"name\":\"")
+        out.append(toolName)
+        out.append("\",\"input\":{}}}\n\n")
+    }
+
+    static func anthropicToolDelta(_ out: inout ByteBuffer, fragment: Int) {
+        out.append("event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"input_json_delta\",\"partial_json\":\"")
+        toolArgumentsEscaped(&out, fragment: fragment)
+        out.append("\"}}\n\n")
+    }
+
+    static func anthropicToolMessageDelta(_ out: inout ByteBuffer, _ e: Echo) {
+        out.append("event: message_delta\ndata: {\"type\":\"message_delta\",\"delta\":{\"stop_reason\":\"tool_use\",\"stop_sequence\":null},\"usage\":{\"output_tokens\":")
+        out.append(decimal: e.completion)
+        out.append("}}\n\n")
+    }
+
     // MARK: Pieces
 
     @inline(__always)

@@ -6,6 +6,7 @@ import GatewayHTTP
 import GatewayIO
 import GatewayPolicy
 import GatewayStore
+import GatewayTranslate
 
 /// The API paths the gateway answers; anything else is a 404.
 typealias Endpoint = APIPath
@@ -101,6 +102,14 @@ final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
     private var lastFailure: (status: Int, code: StaticCode, message: String)?
     /// Each failed attempt, "deployment status-or-cause ms", for the log and the audit record.
     private var attemptTrail: String?
+    /// Set when this attempt's provider speaks the other API shape (see `Translation`).
+    private var translation: Translation?
+    /// The translated request body (pooled memory: the upstream's write queue points into it).
+    private var translatedRequest = ByteBuffer()
+    /// A translated response: a collected whole body, or the framed output of one stream read.
+    private var translatedResponse = ByteBuffer()
+    private var translatedStreaming = false
+    private var translatedStatus = 0
     private let requestID: UnsafeMutableRawPointer
     private var requestIDCount = 0
     // Policy and accounting of the request in flight.
@@ -707,6 +716,27 @@ final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
             && (endpoint == .chatCompletions || endpoint == .completions) {
             includeUsage = includeUsagePlan(body: UnsafeRawBufferPointer(start: bodyPointer, count: bodyCount), fields: requestFields)
         }
+        translation = nil
+        loop.buffers.release(&translatedRequest)
+        if let direction = Translation.direction(endpoint: endpoint, provider: provider.kind) {
+            guard !streamingBody else {
+                respondError(400, .invalidRequest, "a request served in the other API shape must fit in \(ClientConnection.earlyDispatchBytes) bytes before its model", close: true)
+                return
+            }
+            let modelName = String(decoding: UnsafeRawBufferPointer(start: bodyPointer! + modelRange.lowerBound, count: modelRange.count), as: UTF8.self)
+            let plan = Translation(direction, clientModel: modelName, streamRequested: streamRequested)
+            do throws(TranslationError) {
+                let bytes = try plan.request(UnsafeRawBufferPointer(start: bodyPointer, count: bodyCount),
+                                             upstreamModel: String(decoding: chosen.upstreamModel, as: UTF8.self))
+                loop.buffers.attachHeap(&translatedRequest, capacity: bytes.count)
+                translatedRequest.append(bytes)
+            } catch {
+                respondError(400, .invalidRequest, "the request cannot be translated for \(provider.name): \(error.message)", close: false)
+                return
+            }
+            translation = plan
+            includeUsage = .unchanged
+        }
         buildUpstreamHead(chosen, provider: provider)
         attempts += 1
         context.pickers[model.index].started(index)
@@ -788,10 +818,17 @@ final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
         upstreamHead.append(base + Int(parser.methodRange.start), Int(parser.methodRange.count))
         upstreamHead.append(byte: UInt8(ascii: " "))
         upstreamHead.append(provider.basePath)
-        // The client's "/v1" is replaced by the provider's base path.
-        upstreamHead.append(base + Int(parser.target.start) + 3, Int(parser.target.count) - 3)
+        if let translation {
+            upstreamHead.append(translation.upstreamPath)
+        } else {
+            // The client's "/v1" is replaced by the provider's base path.
+            upstreamHead.append(base + Int(parser.target.start) + 3, Int(parser.target.count) - 3)
+        }
         upstreamHead.append(" HTTP/1.1\r\n")
         upstreamHead.append(provider.hostLine)
+        if let translation, translation.toAnthropicProvider, parser.value(named: "anthropic-version") == nil {
+            upstreamHead.append("anthropic-version: 2023-06-01\r\n")
+        }
         var forwardedFor: HeaderField?
         for i in 0..<parser.fieldCount {
             let field = parser.fields[i]
@@ -820,6 +857,7 @@ final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
         upstreamHead.append("\r\ncontent-length: ")
         var length = renameBody ? bodyCount - modelRange.count + deployment.upstreamModel.count : bodyCount
         length += includeUsage.lengthDelta
+        if translation != nil { length = translatedRequest.readableBytes }
         upstreamHead.append(decimal: length)
         upstreamHead.append("\r\n\r\n")
     }
@@ -838,11 +876,14 @@ final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
     func upstreamReady(_ connection: UpstreamConnection) {
         waitingForUpstream = false
         upstream = connection
-        connection.passRawChunks = minorVersion >= 1
+        // A translated response is read decoded: it is re-framed for the client after translation.
+        connection.passRawChunks = minorVersion >= 1 && translation == nil
         connection.out.append(upstreamHead.readPointer, upstreamHead.readableBytes)
         // While streaming, only the bytes read so far can go; forwardBody sends the rest.
         let available = streamingBody ? min(body.writerIndex, contentLength - 1) : bodyCount
-        if let bodyPointer, available > 0 {
+        if translation != nil {
+            connection.out.append(translatedRequest.readPointer, translatedRequest.readableBytes)
+        } else if let bodyPointer, available > 0 {
             appendBody(bodyPointer, available, to: &connection.out)
         }
         bodyForwarded = available
@@ -937,12 +978,17 @@ final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
         if record.active { record.upstreamHeadNs = Clock.monotonicNs() }
         usageTap = nil
         if ticket != nil && parser.status < 300 {
-            let anthropic = endpoint == .messages
+            // The tap reads the upstream's bytes, so the provider's shape decides (they differ when translating).
+            let anthropic = context.config.providers[deployment?.providerIndex ?? 0].kind == .anthropic
             let stream = record.streamed
             usageTap = UsageTap(mode: anthropic ? (stream ? .anthropicSSE : .anthropicJSON) : (stream ? .openAISSE : .openAIJSON))
         }
-        tapDechunks = framing == .chunked && minorVersion >= 1
+        tapDechunks = framing == .chunked && minorVersion >= 1 && translation == nil
         tapDecoder.reset()
+        if let translation {
+            startTranslatedResponse(translation, status: parser.status)
+            return
+        }
         // The upstream answered before the whole body arrived: the rest is never read, so close after.
         if streamingBody { closeAfterResponse = true }
         var chunkedToClient = false
@@ -979,6 +1025,13 @@ final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
             }
         }
         if chunkedToClient { responseHead.append("transfer-encoding: chunked\r\n") }
+        appendGatewayHeaders(close: close)
+        out.append(responseHead.readPointer, responseHead.readableBytes)
+        record.bytesOut += responseHead.readableBytes
+    }
+
+    /// The gateway's own response headers, then the blank line: rate limits, request id, deployment, attempts.
+    private func appendGatewayHeaders(close: Bool) {
         if let key { context.config.policy.counters.headers(key, nowNs: loop.now).write(into: &responseHead) }
         responseHead.append("x-request-id: ")
         responseHead.append(requestID, requestIDCount)
@@ -989,8 +1042,6 @@ final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
         responseHead.append("\r\nx-gateway-attempts: ")
         responseHead.append(decimal: attempts)
         responseHead.append(close ? "\r\nconnection: close\r\n\r\n" : "\r\n\r\n")
-        out.append(responseHead.readPointer, responseHead.readableBytes)
-        record.bytesOut += responseHead.readableBytes
     }
 
     /// Once the response has started there is no retry: the request's head and a body that sits alone in the
@@ -1007,11 +1058,132 @@ final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
     func upstreamBody(_ bytes: UnsafeRawPointer, _ count: Int) -> Bool {
         if count > 0 {
             if record.active && record.firstByteNs == 0 { record.firstByteNs = Clock.monotonicNs() }
-            record.bytesOut += count
             if usageTap != nil || loggedResponse != nil { tap(bytes, count) }
         }
+        if let translation { return translatedBody(translation, UnsafeRawBufferPointer(start: bytes, count: count)) }
+        record.bytesOut += count
         out.append(bytes, count)
         return flush()
+    }
+
+    // MARK: Translated responses
+
+    /// The head of a response to translate: a stream's head goes now (chunked, since its length changes);
+    /// any other response is collected whole first.
+    private func startTranslatedResponse(_ translation: Translation, status: Int) {
+        translatedStatus = status
+        translatedStreaming = translation.streams(status: status)
+        loop.buffers.release(&translatedResponse)
+        if translatedStreaming {
+            if minorVersion == 0 { closeAfterResponse = true }
+            writeTranslatedHead(status: status, contentType: "text/event-stream", length: nil)
+        } else {
+            loop.buffers.attachHeap(&translatedResponse, capacity: 16 * 1024)
+        }
+    }
+
+    /// Writes the client's head for a translated response: the upstream's status, our own framing and the
+    /// gateway's headers. `length` nil: chunked (HTTP/1.1) or until close (HTTP/1.0).
+    private func writeTranslatedHead(status: Int, contentType: StaticString, length: Int?) {
+        let close = !keepAlive || closeAfterResponse || draining || peerClosedInput || (length == nil && minorVersion == 0)
+        keepAlive = !close
+        loop.buffers.release(&responseHead)
+        loop.buffers.attach(&responseHead, capacity: 512 + requestIDCount + RateLimitHeaders.maxEncodedBytes)
+        releaseRequestBuffersOnceSent()
+        responseHead.append("HTTP/1.1 ")
+        responseHead.append(decimal: status)
+        responseHead.append(byte: UInt8(ascii: " "))
+        responseHead.append(HTTPStatus.reason(status))
+        responseHead.append("\r\ncontent-type: ")
+        responseHead.append(contentType)
+        if let length {
+            responseHead.append("\r\ncontent-length: ")
+            responseHead.append(decimal: length)
+        } else {
+            responseHead.append("\r\ncache-control: no-cache")
+            if minorVersion >= 1 { responseHead.append("\r\ntransfer-encoding: chunked") }
+        }
+        responseHead.append("\r\n")
+        appendGatewayHeaders(close: close)
+        out.append(responseHead.readPointer, responseHead.readableBytes)
+        record.bytesOut += responseHead.readableBytes
+    }
+
+    /// Upstream bytes of a translated response (decoded). Returns false when the client must catch up.
+    private func translatedBody(_ translation: Translation, _ bytes: UnsafeRawBufferPointer) -> Bool {
+        guard translatedStreaming else {
+            guard translatedResponse.readableBytes + bytes.count <= context.config.maxBodyBytes else {
+                translation.failed = true
+                return true
+            }
+            if translatedResponse.writableBytes < bytes.count {
+                var grown = ByteBuffer()
+                loop.buffers.attachHeap(&grown, capacity: max(translatedResponse.capacity * 2, translatedResponse.readableBytes + bytes.count))
+                grown.append(translatedResponse.readPointer, translatedResponse.readableBytes)
+                loop.buffers.release(&translatedResponse)
+                translatedResponse = grown
+            }
+            if bytes.count > 0 { translatedResponse.append(bytes.baseAddress!, bytes.count) }
+            return true
+        }
+        var events: [UInt8] = []
+        translation.feed(bytes, into: &events)
+        return sendTranslatedChunk(events, last: false)
+    }
+
+    /// Frames translated stream bytes for the client and writes them. The previous chunk has been written
+    /// (the upstream waits for `resume` otherwise), so the one buffer is reused.
+    private func sendTranslatedChunk(_ events: [UInt8], last: Bool) -> Bool {
+        guard !events.isEmpty || last else { return true }
+        if translatedResponse.isAllocated && translatedResponse.capacity >= events.count + 32 {
+            translatedResponse.clear()
+        } else {
+            loop.buffers.release(&translatedResponse)
+            loop.buffers.attachHeap(&translatedResponse, capacity: max(events.count + 32, 4096))
+        }
+        let chunked = minorVersion >= 1
+        if chunked && !events.isEmpty {
+            translatedResponse.append(hex: events.count)
+            translatedResponse.append("\r\n")
+        }
+        translatedResponse.append(events)
+        if chunked {
+            if !events.isEmpty { translatedResponse.append("\r\n") }
+            if last { translatedResponse.append("0\r\n\r\n") }
+        }
+        record.bytesOut += translatedResponse.readableBytes
+        out.append(translatedResponse.readPointer, translatedResponse.readableBytes)
+        return flush()
+    }
+
+    /// The upstream response is complete: the stream's tail, or the whole body translated.
+    private func finishTranslatedResponse(_ translation: Translation) {
+        if translatedStreaming {
+            var tail: [UInt8] = []
+            translation.finish(into: &tail)
+            _ = sendTranslatedChunk(tail, last: true)
+            return
+        }
+        let collected = UnsafeRawBufferPointer(start: translatedResponse.readPointer, count: translatedResponse.readableBytes)
+        let result: Result<[UInt8], TranslationError>
+        if translation.failed {
+            result = .failure(TranslationError(field: "(response)", "larger than max_body_bytes"))
+        } else {
+            do throws(TranslationError) { result = .success(try translation.whole(collected, status: translatedStatus)) } catch {
+                result = .failure(error)
+            }
+        }
+        loop.buffers.release(&translatedResponse)
+        switch result {
+        case .success(let body):
+            writeTranslatedHead(status: translatedStatus, contentType: "application/json", length: body.count)
+            loop.buffers.attachHeap(&translatedResponse, capacity: max(1, body.count))
+            translatedResponse.append(body)
+            record.bytesOut += body.count
+            out.append(translatedResponse.readPointer, translatedResponse.readableBytes)
+        case .failure(let error):
+            respondError(502, .upstreamError, "the upstream response could not be translated: \(error.message)", close: false)
+        }
     }
 
     /// Feeds response bytes to the usage tap and the body log, through a decoder when they still carry
@@ -1036,6 +1208,11 @@ final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
     func upstreamResponseComplete() {
         upstream = nil
         if record.active { record.upstreamEndNs = Clock.monotonicNs() }
+        if let translation {
+            finishTranslatedResponse(translation)
+            // respondError finished the request itself.
+            guard state == .proxying else { return }
+        }
         finishRequest()
     }
 
@@ -1194,6 +1371,7 @@ final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
         bodyForwarded = 0
         loop.buffers.release(&body)
         loop.buffers.release(&headCopy)
+        releaseTranslationBuffersOnceSent()
         bodyMode = .none
         bodyPointer = nil
         bodyCount = 0
@@ -1220,7 +1398,15 @@ final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
         process()
     }
 
+    /// The translated request is done with; the translated response may still be queued for the client.
+    private func releaseTranslationBuffersOnceSent() {
+        translation = nil
+        loop.buffers.release(&translatedRequest)
+        if out.isEmpty { loop.buffers.release(&translatedResponse) }
+    }
+
     private func releaseIdleBuffers() {
+        loop.buffers.release(&translatedResponse)
         loop.buffers.release(&input)
         loop.buffers.release(&upstreamHead)
         loop.buffers.release(&responseHead)
@@ -1254,6 +1440,9 @@ final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
         loop.buffers.release(&headCopy)
         loop.buffers.release(&upstreamHead)
         loop.buffers.release(&responseHead)
+        loop.buffers.release(&translatedRequest)
+        loop.buffers.release(&translatedResponse)
+        translation = nil
         context.clientClosed()
     }
 }
