@@ -86,6 +86,8 @@ final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
     private var fallbacksAllowed = true
     /// This attempt is its deployment's half-open probe.
     private var probing = false
+    /// The attempt counts in its model's picker (in flight, latency): models with several deployments.
+    private var pickerTracks = false
     private var freshRetryUsed = false
     /// The body's `model` differs from the deployment's upstream id: it is spliced.
     private var renameBody = false
@@ -628,8 +630,8 @@ final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
         fallbackPosition = 0
         triedMask = 0
         freshRetryUsed = false
-        lastFailure = nil
-        attemptTrail = nil
+        if lastFailure != nil { lastFailure = nil }
+        if attemptTrail != nil { attemptTrail = nil }
         streamRequested = fields.stream == true
         requestFields = fields
         routeGeneration = context.pickerGeneration
@@ -639,20 +641,27 @@ final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
         _ = startAttempt()
     }
 
-    /// `x-gateway-fallbacks: none` and `x-gateway-timeout-ms: N`.
+    /// `x-gateway-fallbacks: none` and `x-gateway-timeout-ms: N`, in one pass over the other headers.
     private func readRoutingHeaders() {
-        if let value = parser.value(named: "x-gateway-fallbacks") {
-            let bytes = parser.bytes(value)
-            fallbacksAllowed = !(bytes.count == 4 && HTTPBytes.equalsLowercase(bytes.baseAddress!, 4, "none"))
-        }
-        if let value = parser.value(named: "x-gateway-timeout-ms") {
-            var ms: UInt64 = 0
-            var valid = value.count > 0 && value.count <= 9
-            for byte in parser.bytes(value) where valid {
-                valid = byte >= 0x30 && byte <= 0x39
-                ms = ms * 10 + UInt64(byte &- 0x30)
+        let base = parser.base
+        for i in 0..<parser.fieldCount {
+            let field = parser.fields[i]
+            let count = Int(field.name.count)
+            guard field.kind == .xGatewayPrefixed, count >= 19, count <= 20,
+                  HTTPBytes.hasLowercasePrefix(base + Int(field.name.start), count, "x-gateway-") else { continue }
+            let name = base + Int(field.name.start)
+            let value = parser.bytes(field.value)
+            if HTTPBytes.equalsLowercase(name, count, "x-gateway-fallbacks") {
+                fallbacksAllowed = !(value.count == 4 && HTTPBytes.equalsLowercase(value.baseAddress!, 4, "none"))
+            } else if HTTPBytes.equalsLowercase(name, count, "x-gateway-timeout-ms") {
+                var ms: UInt64 = 0
+                var valid = value.count > 0 && value.count <= 9
+                for byte in value where valid {
+                    valid = byte >= 0x30 && byte <= 0x39
+                    ms = ms * 10 + UInt64(byte &- 0x30)
+                }
+                if valid && ms > 0 { requestDeadline = loop.now + ms * 1_000_000 }
             }
-            if valid && ms > 0 { requestDeadline = loop.now + ms * 1_000_000 }
         }
     }
 
@@ -664,11 +673,17 @@ final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
         guard routeGeneration == context.pickerGeneration, let primary = primaryModel else { return false }
         let now = loop.now
         while let model = currentModel {
-            let context = self.context
-            let picked = context.pickers[model.index].pick(
-                excluding: triedMask,
-                available: { model.deployments[$0].health.isAvailable(nowNs: now) },
-                hasRoom: { context.poolHasRoom(model.deployments[$0].providerIndex) })
+            let picked: Int?
+            if model.deployments.count == 1 {
+                // Nothing to choose: the one deployment, unless tried or cooling down.
+                picked = triedMask == 0 && model.deployments[0].health.isAvailable(nowNs: now) ? 0 : nil
+            } else {
+                let context = self.context
+                picked = context.pickers[model.index].pick(
+                    excluding: triedMask,
+                    available: { model.deployments[$0].health.isAvailable(nowNs: now) },
+                    hasRoom: { context.poolHasRoom(model.deployments[$0].providerIndex) })
+            }
             if let index = picked {
                 triedMask |= 1 << index
                 let admission = model.deployments[index].health.admit(nowNs: now)
@@ -690,7 +705,7 @@ final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
         currentModel = primary
         fallbackPosition = primary.fallbacks.count
         triedMask = 0
-        guard let index = context.pickers[primary.index].pick(
+        guard let index = primary.deployments.count == 1 ? 0 : context.pickers[primary.index].pick(
             excluding: 0, available: { _ in true }, hasRoom: { _ in true }) else { return false }
         triedMask = 1 << index
         probing = false
@@ -717,7 +732,7 @@ final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
             includeUsage = includeUsagePlan(body: UnsafeRawBufferPointer(start: bodyPointer, count: bodyCount), fields: requestFields)
         }
         translation = nil
-        loop.buffers.release(&translatedRequest)
+        if translatedRequest.isAllocated { loop.buffers.release(&translatedRequest) }
         if let direction = Translation.direction(endpoint: endpoint, provider: provider.kind) {
             guard !streamingBody else {
                 respondError(400, .invalidRequest, "a request served in the other API shape must fit in \(ClientConnection.earlyDispatchBytes) bytes before its model", close: true)
@@ -739,7 +754,9 @@ final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
         }
         buildUpstreamHead(chosen, provider: provider)
         attempts += 1
-        context.pickers[model.index].started(index)
+        // A model with one deployment has nothing to balance: its in-flight count and latency go untracked.
+        pickerTracks = model.deployments.count > 1
+        if pickerTracks { context.pickers[model.index].started(index) }
         attemptStartNs = loop.now
         waitingForUpstream = true
         deadline = loop.now + context.config.connectTimeoutNs
@@ -748,8 +765,10 @@ final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
 
     /// The attempt in flight is over: its deployment has one request fewer in flight.
     private func endAttempt() {
-        guard deploymentIndex >= 0, let model = currentModel else { return }
-        if routeGeneration == context.pickerGeneration { context.pickers[model.index].finished(deploymentIndex) }
+        guard deploymentIndex >= 0 else { return }
+        if pickerTracks, routeGeneration == context.pickerGeneration, let model = currentModel {
+            context.pickers[model.index].finished(deploymentIndex)
+        }
         deploymentIndex = -1
     }
 
@@ -765,7 +784,7 @@ final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
         }
         probing = false
         endAttempt()
-        guard let primary = primaryModel, primary.retry.on.contains(condition), attempts < primary.retry.attempts,
+        guard let primary = primaryModel, primary.retry.retries(condition), attempts < primary.retry.attempts,
               !streamingBody, requestDeadline == 0 || now < requestDeadline else { return false }
         if startAttempt() { return true }
         // Every deployment has been tried: wait, then go round again (cooling ones stay skipped). Not after a
@@ -968,7 +987,7 @@ final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
             } else {
                 deployment.health.recordSuccess(probe: probing)
                 probing = false
-                if routeGeneration == context.pickerGeneration, let model = currentModel, deploymentIndex >= 0 {
+                if pickerTracks, routeGeneration == context.pickerGeneration, let model = currentModel, deploymentIndex >= 0 {
                     context.pickers[model.index].observeLatency(deploymentIndex, ns: loop.now &- attemptStartNs)
                 }
             }
@@ -1400,13 +1419,14 @@ final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
 
     /// The translated request is done with; the translated response may still be queued for the client.
     private func releaseTranslationBuffersOnceSent() {
+        guard translation != nil || translatedRequest.isAllocated || translatedResponse.isAllocated else { return }
         translation = nil
         loop.buffers.release(&translatedRequest)
         if out.isEmpty { loop.buffers.release(&translatedResponse) }
     }
 
     private func releaseIdleBuffers() {
-        loop.buffers.release(&translatedResponse)
+        if translatedResponse.isAllocated { loop.buffers.release(&translatedResponse) }
         loop.buffers.release(&input)
         loop.buffers.release(&upstreamHead)
         loop.buffers.release(&responseHead)

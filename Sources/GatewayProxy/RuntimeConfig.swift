@@ -80,7 +80,6 @@ public final class RuntimeConfig: Sendable {
                     providerIndex: providerIndex,
                     upstreamModel: Array(deployment.model.utf8),
                     label: Array(label.utf8),
-                    renames: deployment.model != model.name,
                     weight: deployment.weight,
                     metricsID: labels.deploymentID(label),
                     health: health)
@@ -197,37 +196,55 @@ public struct ProviderRoute: Sendable {
     }
 }
 
-public struct DeploymentRoute: Sendable {
+/// A deployment ready for the request path. A class: requests hold it by one reference, not by copying
+/// its arrays (a struct of arrays costs a retain and release per field at every assignment).
+public final class DeploymentRoute: Sendable {
     public let providerIndex: Int
     public let upstreamModel: [UInt8]
     /// "provider/model", for x-gateway-deployment.
     public let label: [UInt8]
-    /// True when the upstream model id differs from the name the client used: the body is spliced.
-    public let renames: Bool
     public let weight: Int
     public let metricsID: Int
     /// Shared by every thread (and kept across reloads while the deployment stays).
     public let health: DeploymentHealth
+
+    init(providerIndex: Int, upstreamModel: [UInt8], label: [UInt8], weight: Int, metricsID: Int, health: DeploymentHealth) {
+        self.providerIndex = providerIndex
+        self.upstreamModel = upstreamModel
+        self.label = label
+        self.weight = weight
+        self.metricsID = metricsID
+        self.health = health
+    }
 }
 
 /// `models[].retry`, in the units the request path uses.
 public struct RetryRoute: Sendable {
     public let attempts: Int
-    public let on: Set<RetryCondition>
+    /// A bit per `RetryCondition` (by its position in `allCases`).
+    private let conditions: UInt8
     public let backoffNs: UInt64
     public let maxBackoffNs: UInt64
     public let retryAfterMaxNs: UInt64
 
     init(_ policy: RetryPolicy) {
         attempts = policy.attempts
-        on = policy.on
+        conditions = RetryCondition.allCases.enumerated().reduce(0) { mask, item in
+            policy.on.contains(item.element) ? mask | 1 << item.offset : mask
+        }
         backoffNs = UInt64(policy.backoffMs) * 1_000_000
         maxBackoffNs = UInt64(policy.maxBackoffMs) * 1_000_000
         retryAfterMaxNs = UInt64(policy.retryAfterMaxMs) * 1_000_000
     }
+
+    @inline(__always)
+    public func retries(_ condition: RetryCondition) -> Bool {
+        conditions & 1 << RetryCondition.allCases.firstIndex(of: condition)! != 0
+    }
 }
 
-public struct ModelRoute: Sendable {
+/// A model ready for the request path (a class, for the same reason as `DeploymentRoute`).
+public final class ModelRoute: Sendable {
     /// The model's index in the configuration (and in the policy's tables).
     public let index: Int
     public let name: [UInt8]
@@ -238,4 +255,16 @@ public struct ModelRoute: Sendable {
     public let retry: RetryRoute
     /// Indexes of the models to try, in order, once this one's deployments have failed.
     public let fallbacks: [Int]
+
+    init(index: Int, name: [UInt8], deployments: [DeploymentRoute], price: Price?, metricsID: Int,
+         strategy: RoutingStrategy, retry: RetryRoute, fallbacks: [Int]) {
+        self.index = index
+        self.name = name
+        self.deployments = deployments
+        self.price = price
+        self.metricsID = metricsID
+        self.strategy = strategy
+        self.retry = retry
+        self.fallbacks = fallbacks
+    }
 }
