@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# gwbench's own ceiling: the same closed-loop load on gwmock from gwbench, wrk and h2load (HTTP/1.1), in
+# interleaved rounds, so that a gateway figure measured with gwbench is known not to be the load generator's limit.
+# Each tool gets 1 thread and the same connections and 300-byte chat body; gwmock runs alone on CPU 0, the tool on
+# CPU 1. Compared: RPS (all three), p50 and p99 (gwbench against wrk; h2load prints no percentiles), and the tool's
+# own CPU per request (user + sys from /proc).
+#
+# Usage: scripts/bench-gwbench-ceiling.sh [--rounds N] [--duration S] [--connections C] [--out DIR]
+#   Writes DIR/<YYYY-MM-DD>-gwbench-ceiling.md. Environment: GW_BIN_DIR=DIR uses prebuilt binaries.
+set -euo pipefail
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+ROUNDS=3
+DURATION=5
+CONNECTIONS=32
+OUT="$GW_ROOT/results"
+while (($# > 0)); do
+    case "$1" in
+    --rounds) ROUNDS="$2"; shift 2 ;;
+    --duration) DURATION="${2%s}"; shift 2 ;;
+    --connections) CONNECTIONS="$2"; shift 2 ;;
+    --out) OUT="$2"; shift 2 ;;
+    -h | --help) sed -n '2,9p' "${BASH_SOURCE[0]}"; exit 0 ;;
+    *) gw_die "unknown option $1 (see --help)" ;;
+    esac
+done
+mkdir -p "$OUT"
+OUT="$(cd "$OUT" && pwd)"
+gw_install_deps
+gw_ensure_swift
+gw_build_release
+BIN="$GW_BIN"
+for tool in wrk h2load; do command -v "$tool" >/dev/null 2>&1 || gw_die "$tool not found"; done
+TMP="$(mktemp -d)"
+MOCK_PID=""
+cleanup() {
+    if [[ -n "$MOCK_PID" ]]; then kill "$MOCK_PID" 2>/dev/null || true; wait "$MOCK_PID" 2>/dev/null || true; fi
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+taskset -c 0 "$BIN/gwmock" --listen 127.0.0.1:0 --threads 1 >"$TMP/mock.out" 2>"$TMP/mock.err" &
+MOCK_PID=$!
+for _ in $(seq 1 100); do grep -q '^listening ' "$TMP/mock.out" && break; sleep 0.1; done
+PORT="$(sed -n 's/^listening http:\/\/127.0.0.1:\([0-9]*\)$/\1/p' "$TMP/mock.out")"
+[[ -n "$PORT" ]] || gw_die "gwmock did not start: $(cat "$TMP/mock.err")"
+URL="http://127.0.0.1:$PORT/v1/chat/completions"
+BODY="$GW_ROOT/scripts/bench/chat-300.json"
+
+# cpu_of PID: user + sys clock ticks of a process (fields 14 and 15 of /proc/PID/stat).
+cpu_of() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# run_tool NAME OUTFILE CMD...: runs the tool in the background on CPU 1 and records its CPU ticks at exit.
+run_tool() {
+    local out="$1"; shift
+    taskset -c 1 "$@" >"$out" 2>&1 &
+    local pid=$! ticks=0
+    while kill -0 "$pid" 2>/dev/null; do
+        ticks="$(cpu_of "$pid" 2>/dev/null || echo "$ticks")"
+        sleep 0.2
+    done
+    wait "$pid" || gw_warn "$* exited non-zero"
+    echo "$ticks" >"$out.cpu"
+}
+
+# Warm gwmock up once.
+taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d2s -s "$GW_ROOT/scripts/bench/post.lua" "$URL" >/dev/null
+for round in $(seq 1 "$ROUNDS"); do
+    gw_log "round $round/$ROUNDS: wrk, gwbench, h2load"
+    run_tool "$TMP/wrk-$round.txt" wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency -s "$GW_ROOT/scripts/bench/post.lua" "$URL"
+    run_tool "$TMP/gwbench-$round.txt" "$BIN/gwbench" run "$URL" -c "$CONNECTIONS" -t 1 -d "${DURATION}s" --warmup 0s \
+        --body "$BODY" --quiet --json "$TMP/gwbench-$round.json"
+    run_tool "$TMP/h2load-$round.txt" h2load --h1 -c "$CONNECTIONS" -t 1 -D "$DURATION" -d "$BODY" \
+        -H 'content-type: application/json' "$URL"
+done
+
+DATE="$(date -u +%Y-%m-%d)"
+python3 - "$TMP" "$ROUNDS" "$CONNECTIONS" "$DURATION" "$(getconf CLK_TCK)" >"$TMP/summary.md" <<'PY'
+import json, re, statistics, sys
+tmp, rounds, conns, duration, hz = sys.argv[1], int(sys.argv[2]), sys.argv[3], float(sys.argv[4]), float(sys.argv[5])
+def us(text):  # wrk's "1.23ms" / "456.00us" / "1.2s"
+    m = re.match(r"([\d.]+)(us|ms|s)", text)
+    return float(m.group(1)) * {"us": 1, "ms": 1e3, "s": 1e6}[m.group(2)]
+rows = {"wrk": [], "gwbench": [], "h2load": []}
+for r in range(1, rounds + 1):
+    ticks = lambda name: float(open(f"{tmp}/{name}-{r}.txt.cpu").read() or 0)
+    w = open(f"{tmp}/wrk-{r}.txt").read()
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", w).group(1))
+    p50 = us(re.search(r"50%\s+(\S+)", w).group(1)); p99 = us(re.search(r"99%\s+(\S+)", w).group(1))
+    rows["wrk"].append((rps, p50, p99, ticks("wrk") / hz / (rps * duration) * 1e6))
+    g = json.load(open(f"{tmp}/gwbench-{r}.json"))
+    stats = {s["id"]: s for s in g["results"][0]["statistics"]}
+    lat = stats.get("latency") or next(iter(stats.values()))
+    scale = {"ns": 1e-3, "us": 1, "ms": 1e3, "s": 1e6}[lat["unit"]]
+    pct = {round(p["percentile"] * 100, 3): p["value"] * scale for p in lat["percentiles"]}
+    grps = g["results"][0]["rps"]
+    rows["gwbench"].append((grps, pct.get(50.0), pct.get(99.0), ticks("gwbench") / hz / (grps * duration) * 1e6))
+    h = open(f"{tmp}/h2load-{r}.txt").read()
+    hrps = float(re.search(r"finished in [\d.]+\w*, ([\d.]+) req/s", h).group(1))
+    rows["h2load"].append((hrps, None, None, ticks("h2load") / hz / (hrps * duration) * 1e6))
+med = lambda xs: statistics.median([x for x in xs if x is not None]) if any(x is not None for x in xs) else None
+fmt = lambda x, f="%.0f": "–" if x is None else f % x
+print(f"| tool | RPS (median) | RPS min–max | p50 µs | p99 µs | tool CPU µs/request |")
+print("|---|---:|---:|---:|---:|---:|")
+medians = {}
+for tool, rs in rows.items():
+    medians[tool] = [med([r[i] for r in rs]) for i in range(4)]
+    m = medians[tool]
+    print(f"| {tool} | {fmt(m[0])} | {fmt(min(r[0] for r in rs))}–{fmt(max(r[0] for r in rs))} | {fmt(m[1])} | {fmt(m[2])} | {fmt(m[3], '%.2f')} |")
+g, w, h = medians["gwbench"], medians["wrk"], medians["h2load"]
+print()
+print(f"gwbench ÷ wrk: RPS {g[0] / w[0]:.3f}, p50 {g[1] / w[1]:.3f}, p99 {g[2] / w[2]:.3f}; gwbench ÷ h2load: RPS {g[0] / h[0]:.3f}.")
+print()
+print("Per round (RPS, p50 µs, p99 µs, CPU µs/request):")
+print()
+for r in range(rounds):
+    print(f"- round {r + 1}: " + "; ".join(f"{t} {fmt(rows[t][r][0])}, {fmt(rows[t][r][1])}, {fmt(rows[t][r][2])}, {fmt(rows[t][r][3], '%.2f')}" for t in rows))
+PY
+{
+    echo "# gwbench's own ceiling — $DATE"
+    echo
+    echo "The same load on gwmock (1 thread, alone on CPU 0) from three load generators, each with 1 thread on CPU 1,"
+    echo "$CONNECTIONS keep-alive connections, the 300-byte chat body (scripts/bench/chat-300.json), ${DURATION} s per run,"
+    echo "$ROUNDS interleaved rounds (wrk, gwbench, h2load) after a 2 s warm-up. wrk's percentiles are its --latency"
+    echo "figures; gwbench's are its closed-loop percentiles (HdrHistogram); h2load prints none."
+    echo
+    cat "$TMP/summary.md"
+    echo
+    echo "Command: \`scripts/bench-gwbench-ceiling.sh --rounds $ROUNDS --duration $DURATION --connections $CONNECTIONS\`"
+} >"$OUT/$DATE-gwbench-ceiling.md"
+cat "$OUT/$DATE-gwbench-ceiling.md"
