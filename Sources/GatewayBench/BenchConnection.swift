@@ -93,6 +93,7 @@ final class BenchConnection: EventHandler, TimerTarget {
         stats.counters.connectErrors += 1
         dropSocket()
         state = .disconnected
+        worker.connectFailed()
         // Back off a little, so that a refused port is not hammered in a tight loop.
         if worker.wantsConnections {
             loop.schedule(at: Clock.monotonicNs() + BenchConnection.reconnectBackoffNs, target: self, token: 0)

@@ -237,6 +237,15 @@ final class BenchWorker: @unchecked Sendable, PreciseTimerTarget {
         if measured, measuredSent == budget { stopSending() }
     }
 
+    /// A connection could not be made. In the measured window of a closed-loop `-n` run it counts against the
+    /// request budget (the connect error is in the counters), so a refused port ends the run instead of
+    /// being retried forever.
+    func connectFailed() {
+        guard schedule == nil, !stopped, budget != Int.max, Clock.monotonicNs() >= plan.measureStart else { return }
+        measuredSent += 1
+        if measuredSent >= budget { stopSending() }
+    }
+
     private func stopSending() {
         guard !stopped else { return }
         stopped = true

@@ -73,6 +73,18 @@ import Testing
         #expect(result.rps == 0)
     }
 
+    @Test func aRequestCountRunAgainstARefusedPortEnds() throws {
+        let (fd, address) = try Sockets.listen(on: SocketAddress(parsing: "127.0.0.1:0"))
+        Posix.close(fd)
+        var config = try LoadTests.config("http://127.0.0.1:\(address.port)", connections: 2)
+        config.durationNs = nil
+        config.requestCount = 5
+        // Before: -n waited for 5 responses that could never come. Each connect error now counts against -n.
+        let result = try LoadRunner.run(config)
+        #expect(result.stats.counters.responses == 0)
+        #expect(result.stats.counters.connectErrors >= 5)
+    }
+
     /// `compare` against gwmock (or, when gwmock is not built, the in-test server): every request sent
     /// is one response counted and one request the server received.
     @Test func compareCountsMatchTheServer() throws {
