@@ -12,6 +12,8 @@ final class AuditWriter: @unchecked Sendable {
     private let insertTag: SQLiteStatement
     private let saveSpillState: SQLiteStatement
     private let spill: SpillFile
+    /// The text of the row being inserted, bound in place.
+    private let rowText = RowText()
     /// Swapped with the shared queue each cycle, so that neither side reallocates in steady state.
     private var spareRecords: [AuditRecord] = []
     private var spareOverflow: [AuditRecord] = []
@@ -186,23 +188,29 @@ final class AuditWriter: @unchecked Sendable {
 
     private func insert(_ record: AuditRecord) throws {
         let s = insertAudit
-        s.bind(1, record.requestID)
-        s.bind(2, record.keyID)
-        s.bind(3, record.keyName)
-        s.bind(4, record.groups.isEmpty ? "" : record.groups.joined(separator: ","))
-        s.bind(5, record.tags)
-        s.bind(6, record.clientAddress)
+        let text = rowText
+        // The groups go in twice: joined in `audit.groups`, then one by one in `audit_groups`.
+        let groupsBytes = RowText.joinedCount(record.groups)
+        text.begin(reserving: record.requestID.utf8.count + (record.keyID?.utf8.count ?? 0) + (record.keyName?.utf8.count ?? 0)
+            + 2 * groupsBytes + record.tags.utf8.count + record.clientAddress.utf8.count + record.requestedModel.utf8.count
+            + record.deployment.utf8.count + (record.errorCode?.utf8.count ?? 0))
+        s.bindStatic(1, text.add(record.requestID))
+        bindStatic(s, 2, record.keyID)
+        bindStatic(s, 3, record.keyName)
+        s.bindStatic(4, text.add(joining: record.groups, separator: UInt8(ascii: ",")))
+        s.bindStatic(5, text.add(record.tags))
+        s.bindStatic(6, text.add(record.clientAddress))
         s.bind(7, record.startNs)
         s.bind(8, record.endNs)
         s.bind(9, record.totalLatencyUs)
         s.bind(10, record.upstreamLatencyUs)
         s.bind(11, record.overheadUs)
         s.bind(12, record.ttfbUs)
-        s.bind(13, record.requestedModel)
-        s.bind(14, record.deployment)
+        s.bindStatic(13, text.add(record.requestedModel))
+        s.bindStatic(14, text.add(record.deployment))
         s.bind(15, record.attempts)
         s.bind(16, record.status)
-        s.bind(17, record.errorCode)
+        bindStatic(s, 17, record.errorCode)
         s.bind(18, record.promptTokens)
         s.bind(19, record.completionTokens)
         s.bind(20, record.costMicroUSD)
@@ -215,7 +223,7 @@ final class AuditWriter: @unchecked Sendable {
         let rowID = db.lastInsertRowID
         for group in record.groups where !group.isEmpty {
             insertGroup.bind(1, rowID)
-            insertGroup.bind(2, group)
+            insertGroup.bindStatic(2, text.add(group))
             try insertGroup.run()
         }
         if !record.tags.isEmpty {
@@ -225,6 +233,10 @@ final class AuditWriter: @unchecked Sendable {
                 try insertTag.run()
             }
         }
+    }
+
+    private func bindStatic(_ statement: SQLiteStatement, _ index: Int32, _ value: String?) {
+        if let value { statement.bindStatic(index, rowText.add(value)) } else { statement.bindNull(index) }
     }
 
     // MARK: Spill import

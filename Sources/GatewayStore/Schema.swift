@@ -1,6 +1,10 @@
 /// The store's tables. Every connection runs `Schema.prepare` on open; each statement is idempotent.
 ///
-/// - `audit`: one row per client request. `groups` and `tags` keep the record's text for `logs()`;
+/// - `audit`: one row per client request, with one index, on `start_ns` (every report and retention run reads a
+///   time range). Each index is a B-tree insert per request on the writer thread; the key and model indexes of
+///   schema 1 are dropped: the logs filters (`key_id = ? OR key_name = ?`, `requested_model = ? OR deployment = ?`)
+///   could not use them, and the reports group a whole time range anyway.
+///   `groups` and `tags` keep the record's text for `logs()`;
 ///   `audit_groups` and `audit_tags` hold one row per group and per `k=v` pair so that spend and usage per group or
 ///   per tag are plain SQL aggregates (a record in two groups counts toward both). Bodies are the last columns, so
 ///   scans over the other columns rarely touch their overflow pages.
@@ -40,8 +44,8 @@ enum Schema {
             response_body TEXT
         );
         CREATE INDEX IF NOT EXISTS audit_start ON audit(start_ns);
-        CREATE INDEX IF NOT EXISTS audit_key ON audit(key_id, start_ns);
-        CREATE INDEX IF NOT EXISTS audit_model ON audit(requested_model, start_ns);
+        DROP INDEX IF EXISTS audit_key;
+        DROP INDEX IF EXISTS audit_model;
         CREATE TABLE IF NOT EXISTS audit_groups (
             audit_id INTEGER NOT NULL,
             grp TEXT NOT NULL,
