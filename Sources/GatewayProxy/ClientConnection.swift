@@ -338,9 +338,10 @@ final class ClientConnection: EventHandler, UpstreamExchange {
         modelIndex = -1
         modelMetricsID = 0
         admittedPrice = nil
-        // Requests are timed and accounted only when something reads the result (audit, metrics, keys).
+        // Requests are timed and accounted only when something reads the result (audit, metrics, keys): the
+        // model APIs, and `/v1/models`, the one local answer that takes a key.
         record.begin(
-            endpointIsModelAPI: endpoint.isModelAPI
+            accounted: (endpoint.isModelAPI || endpoint == .models)
                 && (context.audit != nil || context.metrics != nil || context.config.authRequired),
             headBytes: parser.headLength)
         if record.active { context.metrics?.requestStarted() }
@@ -898,6 +899,7 @@ final class ClientConnection: EventHandler, UpstreamExchange {
                              close: closeAfterResponse)
                 return
             }
+            self.key = key
             respondJSON(200, context.config.modelList(for: key))
         case .health:
             respondJSON(200, Array("{\"status\":\"ok\"}".utf8))
@@ -908,18 +910,22 @@ final class ClientConnection: EventHandler, UpstreamExchange {
 
     private func respondJSON(_ status: Int, _ json: [UInt8]) {
         state = .proxying
+        record.status = status
         let close = closeAfterResponse || !keepAlive || draining
         loop.buffers.release(&responseHead)
-        loop.buffers.attach(&responseHead, capacity: json.count + 256)
+        loop.buffers.attach(&responseHead, capacity: json.count + 256 + requestIDCount + RateLimitHeaders.maxEncodedBytes)
         responseHead.append("HTTP/1.1 ")
         responseHead.append(decimal: status)
         responseHead.append(" OK\r\ncontent-type: application/json\r\ncontent-length: ")
         responseHead.append(decimal: json.count)
-        responseHead.append("\r\nx-request-id: ")
+        responseHead.append("\r\n")
+        if let key { context.config.policy.counters.headers(key, nowNs: loop.now).write(into: &responseHead) }
+        responseHead.append("x-request-id: ")
         responseHead.append(requestID, requestIDCount)
         responseHead.append(close ? "\r\nconnection: close\r\n\r\n" : "\r\n\r\n")
         responseHead.append(json)
         keepAlive = !close
+        record.bytesOut += responseHead.readableBytes
         out.append(responseHead.readPointer, responseHead.readableBytes)
         finishRequest()
     }

@@ -21,9 +21,10 @@ struct RequestRecord {
     var streamed = false
     var modelName: String?
 
-    mutating func begin(endpointIsModelAPI: Bool, headBytes: Int) {
+    /// Starts a request; only an `accounted` one is timed and ends in an audit record and metrics.
+    mutating func begin(accounted: Bool, headBytes: Int) {
         self = RequestRecord()
-        guard endpointIsModelAPI else { return }
+        guard accounted else { return }
         active = true
         startMonoNs = Clock.monotonicNs()
         startWallNs = Clock.realtimeNs()
