@@ -47,7 +47,7 @@ public struct UsageTap: Sendable {
     private var key1 = KeyID.none
     private var key2 = KeyID.none
     private var key3 = KeyID.none
-    /// The key being read, packed little-endian; keys over 24 bytes or with escapes match nothing.
+    /// The key being read, its first 24 bytes in memory order; keys over 24 bytes or with escapes match nothing.
     private var keyWords: (UInt64, UInt64, UInt64) = (0, 0, 0)
     private var keyLength = 0
     private var keyEscaped = false
@@ -189,32 +189,35 @@ public struct UsageTap: Sendable {
         while i < end {
             switch lex {
             case .string:
-                if !stringIsKey {
-                    // Skip a value string's contents in a tight loop: most of a stream is text.
-                    while i < end, p[i] != UInt8(ascii: "\""), p[i] != UInt8(ascii: "\\") { i += 1 }
-                    if i == end { return }
-                }
-                let byte = p[i]
-                i += 1
-                if byte == UInt8(ascii: "\"") {
+                // The string's plain bytes in one tight loop: skipped for a value (most of a stream is text),
+                // copied in one go for a key.
+                let run = i
+                while i < end, p[i] != UInt8(ascii: "\""), p[i] != UInt8(ascii: "\\") { i += 1 }
+                if stringIsKey { appendKeyBytes(p + run, i - run) }
+                if i == end { return }
+                if p[i] == UInt8(ascii: "\"") {
                     lex = .between
                     if stringIsKey { endKey() }
-                } else if byte == UInt8(ascii: "\\") {
+                } else {
                     lex = .escape
                     keyEscaped = true
-                } else {
-                    appendKeyByte(byte)
                 }
+                i += 1
             case .escape:
                 // The escaped byte cannot end the string; \uXXXX's digits are ordinary bytes.
                 i += 1
                 lex = .string
             case .number:
-                let byte = p[i]
-                if byte >= UInt8(ascii: "0"), byte <= UInt8(ascii: "9") {
-                    if number < 1 << 50 { number = number * 10 + Int(byte - UInt8(ascii: "0")) }
+                // The digits in one tight loop.
+                while i < end {
+                    let digit = p[i] &- UInt8(ascii: "0")
+                    guard digit < 10 else { break }
+                    if number < 1 << 50 { number = number * 10 + Int(digit) }
                     i += 1
-                } else if byte == UInt8(ascii: ".") || byte == UInt8(ascii: "e") || byte == UInt8(ascii: "E")
+                }
+                if i == end { return }
+                let byte = p[i]
+                if byte == UInt8(ascii: ".") || byte == UInt8(ascii: "e") || byte == UInt8(ascii: "E")
                             || byte == UInt8(ascii: "+") || byte == UInt8(ascii: "-") {
                     numberValid = false
                     i += 1
@@ -335,16 +338,16 @@ public struct UsageTap: Sendable {
         }
     }
 
+    /// Adds bytes to the key being read. Only the first 24 count (longer keys match nothing); they are copied
+    /// into `keyWords` in memory order, as `Name` packs the names.
     @inline(__always)
-    private mutating func appendKeyByte(_ byte: UInt8) {
-        let i = keyLength
-        keyLength += 1
-        guard i < 24 else { return }
-        let shifted = UInt64(byte) << UInt64((i & 7) * 8)
-        switch i >> 3 {
-        case 0: keyWords.0 |= shifted
-        case 1: keyWords.1 |= shifted
-        default: keyWords.2 |= shifted
+    private mutating func appendKeyBytes(_ bytes: UnsafePointer<UInt8>, _ count: Int) {
+        let start = keyLength
+        keyLength += count
+        guard start < 24, count > 0 else { return }
+        let n = min(count, 24 - start)
+        withUnsafeMutableBytes(of: &keyWords) { words in
+            (words.baseAddress! + start).copyMemory(from: bytes, byteCount: n)
         }
     }
 
@@ -393,12 +396,15 @@ public struct UsageTap: Sendable {
 
         init(_ text: StaticString, _ id: KeyID) {
             self.id = id
-            length = text.utf8CodeUnitCount
-            var words: [UInt64] = [0, 0, 0]
-            for i in 0..<min(length, 24) { words[i >> 3] |= UInt64(text.utf8Start[i]) << UInt64((i & 7) * 8) }
-            w0 = words[0]
-            w1 = words[1]
-            w2 = words[2]
+            let length = text.utf8CodeUnitCount
+            self.length = length
+            var words: (UInt64, UInt64, UInt64) = (0, 0, 0)
+            withUnsafeMutableBytes(of: &words) { raw in
+                raw.baseAddress!.copyMemory(from: text.utf8Start, byteCount: min(length, 24))
+            }
+            w0 = words.0
+            w1 = words.1
+            w2 = words.2
         }
     }
 
