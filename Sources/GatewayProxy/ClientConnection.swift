@@ -845,7 +845,7 @@ final class ClientConnection: EventHandler, UpstreamExchange {
             presented = parser.bytes(value)
         }
         guard let presented, presented.count > 0 else { return nil }
-        return context.config.policy.authenticate(bearer: presented, nowSeconds: Int64(Clock.realtimeNs() / 1_000_000_000))
+        return context.authenticate(bearer: presented, nowSeconds: Int64(Clock.realtimeNs() / 1_000_000_000))
     }
 
     /// Closes the books on the request: the ticket (real usage and cost), the metrics, the audit record.

@@ -16,6 +16,8 @@ final class LoopContext {
     let audit: AuditLog?
     /// This thread's metrics; the admin listener sums every thread's at scrape time.
     let metrics: ThreadMetrics?
+    /// The keys this thread authenticated last; emptied with every new configuration.
+    private let keyCache = KeyCache()
     private(set) var draining = false
     private var drainDeadline: UInt64 = 0
     private var requestSequence: UInt64 = 0
@@ -51,8 +53,17 @@ final class LoopContext {
     func apply(_ newConfig: RuntimeConfig) {
         let old = pools
         config = newConfig
+        keyCache.removeAll()
         pools = newConfig.providers.map { UpstreamPool(route: $0, context: self) }
         for pool in old { pool.closeIdle() }
+    }
+
+    /// The key a client presented, if valid: from this thread's cache, else hashed and looked up in the policy.
+    func authenticate(bearer: UnsafeRawBufferPointer, nowSeconds: Int64) -> KeyPolicy? {
+        if let key = keyCache.lookup(bearer, nowSeconds: nowSeconds) { return key }
+        guard let key = config.policy.authenticate(bearer: bearer, nowSeconds: nowSeconds) else { return nil }
+        keyCache.insert(bearer, key)
+        return key
     }
 
     /// Writes a new request id ("gw-" and 16 hex digits) at `out`; returns its length.
