@@ -26,6 +26,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 # shellcheck source=scripts/bench/policy-configs.sh
 source "$(dirname "${BASH_SOURCE[0]}")/bench/policy-configs.sh"
 
+COMMAND="$0 $*"
 REQUESTS=6000
 WARMUP=300
 JSON=""
@@ -145,10 +146,10 @@ allocations() {
 for name in bare policy; do instructions "$name"; done
 if ((ALLOCATIONS)); then for name in bare policy; do allocations "$name"; done; fi
 
-python3 - "$GW_TMP" "$REQUESTS" "$WARMUP" "$ALLOCATIONS" "${JSON:-}" "$0 $*" <<'PY'
+python3 - "$GW_TMP" "$REQUESTS" "$WARMUP" "$ALLOCATIONS" "${JSON:-}" "$COMMAND" <<'PY'
 import glob, json, os, re, sys
 tmp, requests, warmup, with_allocations, json_path, command = sys.argv[1:7]
-requests = int(requests)
+requests, warmup = int(requests), int(warmup)
 
 def role(path):
     """Names a thread by the functions it ran (callgrind numbers threads, it does not name them)."""

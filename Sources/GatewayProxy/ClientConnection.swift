@@ -871,7 +871,7 @@ final class ClientConnection: EventHandler, UpstreamExchange {
             var entry = AuditRecord(
                 record, requestID: id, keyID: key?.id, keyName: key?.name, groups: key?.groups ?? [], tags: tags,
                 client: String(decoding: UnsafeRawBufferPointer(start: peerHost, count: peerHostCount), as: UTF8.self),
-                deployment: deployment.map { String(decoding: $0.label, as: UTF8.self) } ?? "", attempts: attempts,
+                deployment: deployment?.labelText ?? "", attempts: attempts,
                 promptTokens: usage?.promptTokens ?? 0, completionTokens: usage?.completionTokens ?? 0, costMicroUSD: cost)
             entry.requestBody = loggedRequest
             entry.responseBody = loggedResponse.map { String(decoding: $0, as: UTF8.self) }

@@ -68,6 +68,7 @@ public final class RuntimeConfig: Sendable {
                     providerIndex: providerIndex,
                     upstreamModel: Array(deployment.model.utf8),
                     label: Array(label.utf8),
+                    labelText: label,
                     renames: deployment.model != model.name,
                     weight: deployment.weight,
                     metricsID: labels.deploymentID(label))
@@ -175,6 +176,8 @@ public struct DeploymentRoute: Sendable {
     public let upstreamModel: [UInt8]
     /// "provider/model", for x-gateway-deployment.
     public let label: [UInt8]
+    /// The same as a String, for the audit record: made once here, not per request.
+    public let labelText: String
     /// True when the upstream model id differs from the name the client used: the body is spliced.
     public let renames: Bool
     public let weight: Int
