@@ -189,10 +189,13 @@ final class AuditWriter: @unchecked Sendable {
     private func insert(_ record: AuditRecord) throws {
         let s = insertAudit
         let text = rowText
-        // The groups go in twice: joined in `audit.groups`, then one by one in `audit_groups`.
+        // A record in several groups has them twice: joined in `audit.groups`, then one by one in `audit_groups`
+        // (see `Schema`).
+        let groups = record.groups.lazy.filter { !$0.isEmpty }
+        let separateGroups = groups.count > 1
         let groupsBytes = RowText.joinedCount(record.groups)
         text.begin(reserving: record.requestID.utf8.count + (record.keyID?.utf8.count ?? 0) + (record.keyName?.utf8.count ?? 0)
-            + 2 * groupsBytes + record.tags.utf8.count + record.clientAddress.utf8.count + record.requestedModel.utf8.count
+            + (separateGroups ? 2 : 1) * groupsBytes + record.tags.utf8.count + record.clientAddress.utf8.count + record.requestedModel.utf8.count
             + record.deployment.utf8.count + (record.errorCode?.utf8.count ?? 0))
         s.bindStatic(1, text.add(record.requestID))
         bindStatic(s, 2, record.keyID)
@@ -221,7 +224,7 @@ final class AuditWriter: @unchecked Sendable {
         s.bind(25, record.responseBody)
         try s.run()
         let rowID = db.lastInsertRowID
-        for group in record.groups where !group.isEmpty {
+        for group in groups where separateGroups {
             insertGroup.bind(1, rowID)
             insertGroup.bindStatic(2, text.add(group))
             try insertGroup.run()
@@ -324,7 +327,8 @@ final class AuditWriter: @unchecked Sendable {
                 WHERE a.start_ns < ?1
                   AND a.start_ns < ?2 - COALESCE(
                       (SELECT MAX(r.days) FROM audit_groups g JOIN temp.retention_groups r ON r.grp = g.grp
-                       WHERE g.audit_id = a.id),
+                       WHERE g.audit_id = a.id AND instr(a.groups, ',') > 0),
+                      (SELECT r.days FROM temp.retention_groups r WHERE r.grp = a.groups),
                       ?3) * \(day)
                 LIMIT ?4
                 """)
