@@ -3,7 +3,8 @@
 // levels, under an SSE line splitter for streams. Its state is a few scalars, so a split anywhere
 // in the input (even inside a key or a number) needs no tail buffer at all.
 // Speed: a container that cannot hold the usage (`choices`, `data`, `content`...) is skipped by a
-// tight loop that only counts brackets and steps over strings, so most bytes cost a few compares.
+// tight loop that only counts brackets and steps over strings, eight bytes at a time (SWAR), so most
+// bytes cost less than one compare.
 
 #if canImport(Glibc)
 import Glibc
@@ -192,7 +193,7 @@ public struct UsageTap: Sendable {
                 // The string's plain bytes in one tight loop: skipped for a value (most of a stream is text),
                 // copied in one go for a key.
                 let run = i
-                while i < end, p[i] != UInt8(ascii: "\""), p[i] != UInt8(ascii: "\\") { i += 1 }
+                i = UsageTap.stringEnd(p, i, end)
                 if stringIsKey { appendKeyBytes(p + run, i - run) }
                 if i == end { return }
                 if p[i] == UInt8(ascii: "\"") {
@@ -234,17 +235,18 @@ public struct UsageTap: Sendable {
                 }
             case .skip:
                 // Only brackets and strings matter here.
-                while i < end {
+                while true {
+                    i = UsageTap.structuralByte(p, i, end)
+                    if i == end { return }
                     let byte = p[i]
                     i += 1
                     if byte == UInt8(ascii: "\"") {
                         lex = .skipString
                         break
                     }
-                    let folded = byte | 0x20
-                    if folded == UInt8(ascii: "{") {
+                    if byte | 0x20 == UInt8(ascii: "{") {
                         depth += 1
-                    } else if folded == UInt8(ascii: "}") {
+                    } else {
                         depth -= 1
                         if depth == skipBase {
                             lex = .between
@@ -254,7 +256,7 @@ public struct UsageTap: Sendable {
                     }
                 }
             case .skipString:
-                while i < end, p[i] != UInt8(ascii: "\""), p[i] != UInt8(ascii: "\\") { i += 1 }
+                i = UsageTap.stringEnd(p, i, end)
                 if i == end { return }
                 lex = p[i] == UInt8(ascii: "\"") ? .skip : .skipEscape
                 i += 1
@@ -304,6 +306,55 @@ public struct UsageTap: Sendable {
                 }
             }
         }
+    }
+
+    // MARK: Eight bytes at a time
+
+    // SWAR: a 64-bit word holds eight bytes, compared all at once. `zeroBytes(x)` sets bit 7 of each byte of `x`
+    // that is zero; the lowest flag is exact (a borrow can only flag bytes above a real zero), so the first match
+    // is `trailingZeroBitCount / 8` on the little-endian word, whichever of several masks it came from.
+    private static let ones: UInt64 = 0x0101_0101_0101_0101
+
+    @inline(__always)
+    private static func zeroBytes(_ x: UInt64) -> UInt64 { (x &- ones) & ~x & (ones &* 0x80) }
+
+    @inline(__always)
+    private static func word(_ p: UnsafePointer<UInt8>, _ i: Int) -> UInt64 {
+        UInt64(littleEndian: UnsafeRawPointer(p + i).loadUnaligned(as: UInt64.self))
+    }
+
+    /// The offset of the first `"` or `\` in `p[start..<end]`, or `end`: where a string's plain run stops.
+    @inline(__always)
+    private static func stringEnd(_ p: UnsafePointer<UInt8>, _ start: Int, _ end: Int) -> Int {
+        var i = start
+        while i + 8 <= end {
+            let w = word(p, i)
+            let hits = zeroBytes(w ^ (ones &* 0x22)) | zeroBytes(w ^ (ones &* 0x5C))
+            if hits != 0 { return i + hits.trailingZeroBitCount >> 3 }
+            i += 8
+        }
+        while i < end, p[i] != UInt8(ascii: "\""), p[i] != UInt8(ascii: "\\") { i += 1 }
+        return i
+    }
+
+    /// The offset of the first `"`, `{`, `}`, `[` or `]` in `p[start..<end]`, or `end`: what a skipped container
+    /// cares about. (`| 0x20` folds `[` onto `{` and `]` onto `}`.)
+    @inline(__always)
+    private static func structuralByte(_ p: UnsafePointer<UInt8>, _ start: Int, _ end: Int) -> Int {
+        var i = start
+        while i + 8 <= end {
+            let w = word(p, i)
+            let folded = w | (ones &* 0x20)
+            let hits = zeroBytes(w ^ (ones &* 0x22)) | zeroBytes(folded ^ (ones &* 0x7B)) | zeroBytes(folded ^ (ones &* 0x7D))
+            if hits != 0 { return i + hits.trailingZeroBitCount >> 3 }
+            i += 8
+        }
+        while i < end {
+            let byte = p[i]
+            if byte == UInt8(ascii: "\"") || byte | 0x20 == UInt8(ascii: "{") || byte | 0x20 == UInt8(ascii: "}") { break }
+            i += 1
+        }
+        return i
     }
 
     /// Whether a container starting here can hold the usage: the root; `usage` (or, in an Anthropic
