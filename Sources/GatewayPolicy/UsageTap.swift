@@ -406,7 +406,9 @@ public struct UsageTap: Sendable {
         expectingKey = false
         guard depth >= 1, depth <= 3 else { return }
         var id = KeyID.none
-        if !keyEscaped, keyLength <= 24 {
+        // Most keys are none of the names: their length alone says so, without reading the table.
+        let nameLengths: UInt32 = 1 << 5 | 1 << 7 | 1 << 12 | 1 << 13 | 1 << 17  // the lengths in `names`
+        if !keyEscaped, keyLength < 32, nameLengths & (1 << UInt32(keyLength)) != 0 {
             let words = keyWords
             let names = UsageTap.names
             for entry in names where entry.length == keyLength && entry.w0 == words.0 && entry.w1 == words.1 && entry.w2 == words.2 {
