@@ -67,7 +67,6 @@ public final class RuntimeConfig: Sendable {
                 return DeploymentRoute(
                     providerIndex: providerIndex,
                     upstreamModel: Array(deployment.model.utf8),
-                    label: Array(label.utf8),
                     labelText: label,
                     renames: deployment.model != model.name,
                     weight: deployment.weight,
@@ -171,7 +170,9 @@ public struct ProviderRoute: Sendable {
     }
 }
 
-public struct DeploymentRoute: Sendable {
+/// One deployment of a model, compiled once per configuration. A class, so that the request that holds it (and
+/// the audit record that names it) shares it with one reference count rather than copying its arrays and strings.
+public final class DeploymentRoute: Sendable {
     public let providerIndex: Int
     public let upstreamModel: [UInt8]
     /// "provider/model", for x-gateway-deployment.
@@ -182,6 +183,16 @@ public struct DeploymentRoute: Sendable {
     public let renames: Bool
     public let weight: Int
     public let metricsID: Int
+
+    init(providerIndex: Int, upstreamModel: [UInt8], labelText: String, renames: Bool, weight: Int, metricsID: Int) {
+        self.providerIndex = providerIndex
+        self.upstreamModel = upstreamModel
+        label = Array(labelText.utf8)
+        self.labelText = labelText
+        self.renames = renames
+        self.weight = weight
+        self.metricsID = metricsID
+    }
 }
 
 public struct ModelRoute: Sendable {
