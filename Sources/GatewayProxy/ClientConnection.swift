@@ -868,16 +868,17 @@ final class ClientConnection: EventHandler, UpstreamExchange {
             let id = String(decoding: UnsafeRawBufferPointer(start: requestID, count: requestIDCount), as: UTF8.self)
             var tags = ""
             if let value = tagsHeader { tags = value }
-            var entry = AuditRecord(
+            let requestBody = loggedRequest
+            let responseBody = loggedResponse.map { String(decoding: $0, as: UTF8.self) }
+            loggedRequest = nil
+            loggedResponse = nil
+            // Built as the argument, so that it moves into the queue without a copy.
+            audit.enqueue(AuditRecord(
                 record, requestID: id, keyID: key?.id, keyName: key?.name, groups: key?.groups ?? [], tags: tags,
                 client: String(decoding: UnsafeRawBufferPointer(start: peerHost, count: peerHostCount), as: UTF8.self),
                 deployment: deployment?.labelText ?? "", attempts: attempts,
-                promptTokens: usage?.promptTokens ?? 0, completionTokens: usage?.completionTokens ?? 0, costMicroUSD: cost)
-            entry.requestBody = loggedRequest
-            entry.responseBody = loggedResponse.map { String(decoding: $0, as: UTF8.self) }
-            loggedRequest = nil
-            loggedResponse = nil
-            audit.enqueue(entry)
+                promptTokens: usage?.promptTokens ?? 0, completionTokens: usage?.completionTokens ?? 0, costMicroUSD: cost,
+                requestBody: requestBody, responseBody: responseBody))
         }
     }
 
