@@ -222,7 +222,7 @@ final class AuditWriter: @unchecked Sendable {
         s.bind(23, record.bytesOut)
         s.bind(24, record.requestBody)
         s.bind(25, record.responseBody)
-        try s.run()
+        try s.runKeepingBindings()
         let rowID = db.lastInsertRowID
         for group in groups where separateGroups {
             insertGroup.bind(1, rowID)
