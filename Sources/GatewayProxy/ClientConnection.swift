@@ -93,6 +93,8 @@ final class ClientConnection: EventHandler, UpstreamExchange {
     static let loggedBodyCap = 1 << 20
     private let peerHost: UnsafeMutableRawPointer
     private var peerHostCount = 0
+    /// The peer's address for audit records: made for the connection's first one, then shared by the others.
+    private lazy var peerHostText = String(decoding: UnsafeRawBufferPointer(start: peerHost, count: peerHostCount), as: UTF8.self)
 
     init(fd: Int32, peer: SocketAddress, context: LoopContext) {
         self.fd = fd
@@ -875,7 +877,7 @@ final class ClientConnection: EventHandler, UpstreamExchange {
             // Built as the argument, so that it moves into the queue without a copy.
             audit.enqueue(AuditRecord(
                 record, requestID: id, keyID: key?.id, keyName: key?.name, groups: key?.groups ?? [], tags: tags,
-                client: String(decoding: UnsafeRawBufferPointer(start: peerHost, count: peerHostCount), as: UTF8.self),
+                client: peerHostText,
                 deployment: deployment?.labelText ?? "", attempts: attempts,
                 promptTokens: usage?.promptTokens ?? 0, completionTokens: usage?.completionTokens ?? 0, costMicroUSD: cost,
                 requestBody: requestBody, responseBody: responseBody))

@@ -54,6 +54,7 @@ final class LoopContext {
         let old = pools
         config = newConfig
         keyCache.removeAll()
+        lastGroupMetric = nil
         pools = newConfig.providers.map { UpstreamPool(route: $0, context: self) }
         for pool in old { pool.closeIdle() }
     }
@@ -87,7 +88,7 @@ final class LoopContext {
         costMicroUSD: Int64
     ) {
         guard let metrics else { return }
-        let group = key?.groups.first.flatMap { config.groupMetricIDs[$0] } ?? 0
+        let group = key.map(groupMetricID) ?? 0
         metrics.recordRequest(model: model, group: group, status: record.status, durationNs: record.totalNs, overheadNs: record.overheadNs)
         if let deployment, record.upstreamStartNs > 0 {
             metrics.recordUpstream(deployment: deployment.metricsID, durationNs: record.upstreamNs)
@@ -101,6 +102,18 @@ final class LoopContext {
         }
         metrics.requestEnded()
     }
+
+    /// The metric label id of a key's first group. The last answer is kept (with the key, so that it cannot be
+    /// mistaken for a new object at the same address): most requests on a thread carry the same key, and this
+    /// saves a String-keyed dictionary probe per request. Forgotten with every new configuration.
+    private func groupMetricID(_ key: KeyPolicy) -> Int {
+        if let last = lastGroupMetric, last.key === key { return last.id }
+        let id = key.groups.first.flatMap { config.groupMetricIDs[$0] } ?? 0
+        lastGroupMetric = (key, id)
+        return id
+    }
+
+    private var lastGroupMetric: (key: KeyPolicy, id: Int)?
 
     // MARK: Drain
 
