@@ -8,6 +8,8 @@
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+# shellcheck source=scripts/bench/policy-configs.sh
+source "$(dirname "${BASH_SOURCE[0]}")/bench/policy-configs.sh"
 
 ROUNDS=3
 DURATION=5
@@ -55,22 +57,7 @@ port_of() { sed -n 's/^listening http:\/\/127.0.0.1:\([0-9]*\)$/\1/p' "$TMP/$1.o
 
 start mock taskset -c 1 "$BIN/gwmock" --listen 127.0.0.1:0 --threads 1
 MOCK_PORT="$(port_of mock)"
-cat >"$TMP/bare.yaml" <<YAML
-server: {listen: ["127.0.0.1:0"], threads: 1}
-providers: [{name: mock, base_url: "http://127.0.0.1:$MOCK_PORT/v1", max_connections: 256}]
-models: [{name: gpt-4o-mini, price: {input_per_mtok: 0.15, output_per_mtok: 0.60}, deployments: [{provider: mock}]}]
-YAML
-cat >"$TMP/policy.yaml" <<YAML
-server: {listen: ["127.0.0.1:0"], threads: 1}
-admin: {listen: "127.0.0.1:0", key_env: BENCH_ADMIN_KEY}
-store: {sqlite: $TMP/audit.db}
-providers: [{name: mock, base_url: "http://127.0.0.1:$MOCK_PORT/v1", max_connections: 256}]
-models: [{name: gpt-4o-mini, price: {input_per_mtok: 0.15, output_per_mtok: 0.60}, deployments: [{provider: mock}]}]
-groups:
-  - {name: bench, models: ["gpt-*"], limits: {rpm: 100000000, tpm: 1000000000, concurrency: 10000}, budget: {usd: 1000000, period: monthly}}
-keys:
-  - {name: bench, key: sk-bench, groups: [bench], limits: {rpm: 100000000}, budget: {usd: 1000000, period: daily}}
-YAML
+gw_write_policy_configs "$TMP" "$MOCK_PORT"
 start bare taskset -c 0 "$BIN/gateway" serve --config "$TMP/bare.yaml"
 BENCH_ADMIN_KEY=bench-admin start policy taskset -c 0 "$BIN/gateway" serve --config "$TMP/policy.yaml"
 BARE="http://127.0.0.1:$(port_of bare)"

@@ -112,22 +112,31 @@ public struct ByteBuffer {
         writerIndex += 1
     }
 
-    /// Appends a decimal number without allocating.
+    /// Appends a decimal number without allocating: straight into the buffer, two digits per division.
     public mutating func append(decimal value: Int) {
-        var digits: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8,
-                     UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) =
-            (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
-        var v = value < 0 ? UInt(bitPattern: -value) : UInt(value)
         if value < 0 { append(byte: UInt8(ascii: "-")) }
-        var count = 0
-        withUnsafeMutableBytes(of: &digits) { raw in
-            repeat {
-                raw[19 - count] = UInt8(ascii: "0") + UInt8(v % 10)
-                v /= 10
-                count += 1
-            } while v > 0
-            append(raw.baseAddress! + (20 - count), count)
+        var v = value.magnitude
+        var digits = 1
+        var rest = v
+        while rest >= 10 {
+            rest /= 10
+            digits += 1
         }
+        precondition(digits <= writableBytes)
+        // "00", "01", … "99".
+        let pairs: StaticString = "00010203040506070809101112131415161718192021222324252627282930313233343536373839404142434445464748495051525354555657585960616263646566676869707172737475767778798081828384858687888990919293949596979899"
+        var end = base! + writerIndex + digits
+        while v >= 10 {
+            let pair = Int(v % 100) * 2
+            v /= 100
+            end -= 2
+            end.copyMemory(from: pairs.utf8Start + pair, byteCount: 2)
+        }
+        if v > 0 || digits == 1 {
+            end -= 1
+            end.storeBytes(of: UInt8(ascii: "0") &+ UInt8(truncatingIfNeeded: v), as: UInt8.self)
+        }
+        writerIndex += digits
     }
 
     /// Appends a number in lowercase hex (chunk sizes).

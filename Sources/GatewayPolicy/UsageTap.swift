@@ -3,7 +3,8 @@
 // levels, under an SSE line splitter for streams. Its state is a few scalars, so a split anywhere
 // in the input (even inside a key or a number) needs no tail buffer at all.
 // Speed: a container that cannot hold the usage (`choices`, `data`, `content`...) is skipped by a
-// tight loop that only counts brackets and steps over strings, so most bytes cost a few compares.
+// tight loop that only counts brackets and steps over strings, eight bytes at a time (SWAR), so most
+// bytes cost less than one compare.
 
 #if canImport(Glibc)
 import Glibc
@@ -47,7 +48,7 @@ public struct UsageTap: Sendable {
     private var key1 = KeyID.none
     private var key2 = KeyID.none
     private var key3 = KeyID.none
-    /// The key being read, packed little-endian; keys over 24 bytes or with escapes match nothing.
+    /// The key being read, its first 24 bytes in memory order; keys over 24 bytes or with escapes match nothing.
     private var keyWords: (UInt64, UInt64, UInt64) = (0, 0, 0)
     private var keyLength = 0
     private var keyEscaped = false
@@ -189,32 +190,35 @@ public struct UsageTap: Sendable {
         while i < end {
             switch lex {
             case .string:
-                if !stringIsKey {
-                    // Skip a value string's contents in a tight loop: most of a stream is text.
-                    while i < end, p[i] != UInt8(ascii: "\""), p[i] != UInt8(ascii: "\\") { i += 1 }
-                    if i == end { return }
-                }
-                let byte = p[i]
-                i += 1
-                if byte == UInt8(ascii: "\"") {
+                // The string's plain bytes in one tight loop: skipped for a value (most of a stream is text),
+                // copied in one go for a key.
+                let run = i
+                i = UsageTap.stringEnd(p, i, end)
+                if stringIsKey { appendKeyBytes(p + run, i - run) }
+                if i == end { return }
+                if p[i] == UInt8(ascii: "\"") {
                     lex = .between
                     if stringIsKey { endKey() }
-                } else if byte == UInt8(ascii: "\\") {
+                } else {
                     lex = .escape
                     keyEscaped = true
-                } else {
-                    appendKeyByte(byte)
                 }
+                i += 1
             case .escape:
                 // The escaped byte cannot end the string; \uXXXX's digits are ordinary bytes.
                 i += 1
                 lex = .string
             case .number:
-                let byte = p[i]
-                if byte >= UInt8(ascii: "0"), byte <= UInt8(ascii: "9") {
-                    if number < 1 << 50 { number = number * 10 + Int(byte - UInt8(ascii: "0")) }
+                // The digits in one tight loop.
+                while i < end {
+                    let digit = p[i] &- UInt8(ascii: "0")
+                    guard digit < 10 else { break }
+                    if number < 1 << 50 { number = number * 10 + Int(digit) }
                     i += 1
-                } else if byte == UInt8(ascii: ".") || byte == UInt8(ascii: "e") || byte == UInt8(ascii: "E")
+                }
+                if i == end { return }
+                let byte = p[i]
+                if byte == UInt8(ascii: ".") || byte == UInt8(ascii: "e") || byte == UInt8(ascii: "E")
                             || byte == UInt8(ascii: "+") || byte == UInt8(ascii: "-") {
                     numberValid = false
                     i += 1
@@ -231,17 +235,18 @@ public struct UsageTap: Sendable {
                 }
             case .skip:
                 // Only brackets and strings matter here.
-                while i < end {
+                while true {
+                    i = UsageTap.structuralByte(p, i, end)
+                    if i == end { return }
                     let byte = p[i]
                     i += 1
                     if byte == UInt8(ascii: "\"") {
                         lex = .skipString
                         break
                     }
-                    let folded = byte | 0x20
-                    if folded == UInt8(ascii: "{") {
+                    if byte | 0x20 == UInt8(ascii: "{") {
                         depth += 1
-                    } else if folded == UInt8(ascii: "}") {
+                    } else {
                         depth -= 1
                         if depth == skipBase {
                             lex = .between
@@ -251,7 +256,7 @@ public struct UsageTap: Sendable {
                     }
                 }
             case .skipString:
-                while i < end, p[i] != UInt8(ascii: "\""), p[i] != UInt8(ascii: "\\") { i += 1 }
+                i = UsageTap.stringEnd(p, i, end)
                 if i == end { return }
                 lex = p[i] == UInt8(ascii: "\"") ? .skip : .skipEscape
                 i += 1
@@ -303,6 +308,55 @@ public struct UsageTap: Sendable {
         }
     }
 
+    // MARK: Eight bytes at a time
+
+    // SWAR: a 64-bit word holds eight bytes, compared all at once. `zeroBytes(x)` sets bit 7 of each byte of `x`
+    // that is zero; the lowest flag is exact (a borrow can only flag bytes above a real zero), so the first match
+    // is `trailingZeroBitCount / 8` on the little-endian word, whichever of several masks it came from.
+    private static let ones: UInt64 = 0x0101_0101_0101_0101
+
+    @inline(__always)
+    private static func zeroBytes(_ x: UInt64) -> UInt64 { (x &- ones) & ~x & (ones &* 0x80) }
+
+    @inline(__always)
+    private static func word(_ p: UnsafePointer<UInt8>, _ i: Int) -> UInt64 {
+        UInt64(littleEndian: UnsafeRawPointer(p + i).loadUnaligned(as: UInt64.self))
+    }
+
+    /// The offset of the first `"` or `\` in `p[start..<end]`, or `end`: where a string's plain run stops.
+    @inline(__always)
+    private static func stringEnd(_ p: UnsafePointer<UInt8>, _ start: Int, _ end: Int) -> Int {
+        var i = start
+        while i + 8 <= end {
+            let w = word(p, i)
+            let hits = zeroBytes(w ^ (ones &* 0x22)) | zeroBytes(w ^ (ones &* 0x5C))
+            if hits != 0 { return i + hits.trailingZeroBitCount >> 3 }
+            i += 8
+        }
+        while i < end, p[i] != UInt8(ascii: "\""), p[i] != UInt8(ascii: "\\") { i += 1 }
+        return i
+    }
+
+    /// The offset of the first `"`, `{`, `}`, `[` or `]` in `p[start..<end]`, or `end`: what a skipped container
+    /// cares about. (`| 0x20` folds `[` onto `{` and `]` onto `}`.)
+    @inline(__always)
+    private static func structuralByte(_ p: UnsafePointer<UInt8>, _ start: Int, _ end: Int) -> Int {
+        var i = start
+        while i + 8 <= end {
+            let w = word(p, i)
+            let folded = w | (ones &* 0x20)
+            let hits = zeroBytes(w ^ (ones &* 0x22)) | zeroBytes(folded ^ (ones &* 0x7B)) | zeroBytes(folded ^ (ones &* 0x7D))
+            if hits != 0 { return i + hits.trailingZeroBitCount >> 3 }
+            i += 8
+        }
+        while i < end {
+            let byte = p[i]
+            if byte == UInt8(ascii: "\"") || byte | 0x20 == UInt8(ascii: "{") || byte | 0x20 == UInt8(ascii: "}") { break }
+            i += 1
+        }
+        return i
+    }
+
     /// Whether a container starting here can hold the usage: the root; `usage` (or, in an Anthropic
     /// stream, `message`) in the root object; `message.usage`. Anything else is skipped whole.
     @inline(__always)
@@ -335,16 +389,16 @@ public struct UsageTap: Sendable {
         }
     }
 
+    /// Adds bytes to the key being read. Only the first 24 count (longer keys match nothing); they are copied
+    /// into `keyWords` in memory order, as `Name` packs the names.
     @inline(__always)
-    private mutating func appendKeyByte(_ byte: UInt8) {
-        let i = keyLength
-        keyLength += 1
-        guard i < 24 else { return }
-        let shifted = UInt64(byte) << UInt64((i & 7) * 8)
-        switch i >> 3 {
-        case 0: keyWords.0 |= shifted
-        case 1: keyWords.1 |= shifted
-        default: keyWords.2 |= shifted
+    private mutating func appendKeyBytes(_ bytes: UnsafePointer<UInt8>, _ count: Int) {
+        let start = keyLength
+        keyLength += count
+        guard start < 24, count > 0 else { return }
+        let n = min(count, 24 - start)
+        withUnsafeMutableBytes(of: &keyWords) { words in
+            (words.baseAddress! + start).copyMemory(from: bytes, byteCount: n)
         }
     }
 
@@ -352,7 +406,9 @@ public struct UsageTap: Sendable {
         expectingKey = false
         guard depth >= 1, depth <= 3 else { return }
         var id = KeyID.none
-        if !keyEscaped, keyLength <= 24 {
+        // Most keys are none of the names: their length alone says so, without reading the table.
+        let nameLengths: UInt32 = 1 << 5 | 1 << 7 | 1 << 12 | 1 << 13 | 1 << 17  // the lengths in `names`
+        if !keyEscaped, keyLength < 32, nameLengths & (1 << UInt32(keyLength)) != 0 {
             let words = keyWords
             let names = UsageTap.names
             for entry in names where entry.length == keyLength && entry.w0 == words.0 && entry.w1 == words.1 && entry.w2 == words.2 {
@@ -393,12 +449,15 @@ public struct UsageTap: Sendable {
 
         init(_ text: StaticString, _ id: KeyID) {
             self.id = id
-            length = text.utf8CodeUnitCount
-            var words: [UInt64] = [0, 0, 0]
-            for i in 0..<min(length, 24) { words[i >> 3] |= UInt64(text.utf8Start[i]) << UInt64((i & 7) * 8) }
-            w0 = words[0]
-            w1 = words[1]
-            w2 = words[2]
+            let length = text.utf8CodeUnitCount
+            self.length = length
+            var words: (UInt64, UInt64, UInt64) = (0, 0, 0)
+            withUnsafeMutableBytes(of: &words) { raw in
+                raw.baseAddress!.copyMemory(from: text.utf8Start, byteCount: min(length, 24))
+            }
+            w0 = words.0
+            w1 = words.1
+            w2 = words.2
         }
     }
 

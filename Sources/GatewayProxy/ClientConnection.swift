@@ -132,6 +132,8 @@ final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
     static let loggedBodyCap = 1 << 20
     private let peerHost: UnsafeMutableRawPointer
     private var peerHostCount = 0
+    /// The peer's address for audit records: made for the connection's first one, then shared by the others.
+    private lazy var peerHostText = String(decoding: UnsafeRawBufferPointer(start: peerHost, count: peerHostCount), as: UTF8.self)
 
     init(fd: Int32, peer: SocketAddress, context: LoopContext) {
         self.fd = fd
@@ -389,9 +391,10 @@ final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
         modelIndex = -1
         modelMetricsID = 0
         admittedPrice = nil
-        // Requests are timed and accounted only when something reads the result (audit, metrics, keys).
+        // Requests are timed and accounted only when something reads the result (audit, metrics, keys): the
+        // model APIs, and `/v1/models`, the one local answer that takes a key.
         record.begin(
-            endpointIsModelAPI: endpoint.isModelAPI
+            accounted: (endpoint.isModelAPI || endpoint == .models)
                 && (context.audit != nil || context.metrics != nil || context.config.authRequired),
             headBytes: parser.headLength)
         if record.active { context.metrics?.requestStarted() }
@@ -779,7 +782,7 @@ final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
         let now = loop.now
         if let deployment {
             deployment.health.recordFailure(nowNs: now, probe: probing, retryAfterNs: retryAfterNs)
-            let label = String(decoding: deployment.label, as: UTF8.self)
+            let label = deployment.labelText
             attemptTrail = (attemptTrail.map { $0 + "; " } ?? "") + "\(label) \(cause) \((now &- attemptStartNs) / 1_000_000)ms"
         }
         probing = false
@@ -975,7 +978,7 @@ final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
                 // Nothing has reached the client yet: the next deployment may still answer instead.
                 let retryAfter = status == 429 ? ClientConnection.retryAfterNs(parser) : 0
                 lastFailure = (status == 429 ? 429 : 502, status == 429 ? .rateLimitExceeded : .upstreamError,
-                               "the upstream answered \(status) (\(String(decoding: deployment.label, as: UTF8.self)), "
+                               "the upstream answered \(status) (\(deployment.labelText), "
                                + "the last of \(attempts) attempts)")
                 let connection = upstream
                 upstream = nil
@@ -1255,7 +1258,7 @@ final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
             presented = parser.bytes(value)
         }
         guard let presented, presented.count > 0 else { return nil }
-        return context.config.policy.authenticate(bearer: presented, nowSeconds: Int64(Clock.realtimeNs() / 1_000_000_000))
+        return context.authenticate(bearer: presented, nowSeconds: Int64(Clock.realtimeNs() / 1_000_000_000))
     }
 
     /// Closes the books on the request: the ticket (real usage and cost), the metrics, the audit record.
@@ -1278,16 +1281,17 @@ final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
             let id = String(decoding: UnsafeRawBufferPointer(start: requestID, count: requestIDCount), as: UTF8.self)
             var tags = ""
             if let value = tagsHeader { tags = value }
-            var entry = AuditRecord(
-                record, requestID: id, keyID: key?.id, keyName: key?.name, groups: key?.groups ?? [], tags: tags,
-                client: String(decoding: UnsafeRawBufferPointer(start: peerHost, count: peerHostCount), as: UTF8.self),
-                deployment: deployment.map { String(decoding: $0.label, as: UTF8.self) } ?? "", attempts: attempts,
-                promptTokens: usage?.promptTokens ?? 0, completionTokens: usage?.completionTokens ?? 0, costMicroUSD: cost)
-            entry.requestBody = loggedRequest
-            entry.responseBody = loggedResponse.map { String(decoding: $0, as: UTF8.self) }
+            let requestBody = loggedRequest
+            let responseBody = loggedResponse.map { String(decoding: $0, as: UTF8.self) }
             loggedRequest = nil
             loggedResponse = nil
-            audit.enqueue(entry)
+            // Built as the argument, so that it moves into the queue without a copy.
+            audit.enqueue(AuditRecord(
+                record, requestID: id, keyID: key?.id, keyName: key?.name, groups: key?.groups ?? [], tags: tags,
+                client: peerHostText,
+                deployment: deployment?.labelText ?? "", attempts: attempts,
+                promptTokens: usage?.promptTokens ?? 0, completionTokens: usage?.completionTokens ?? 0, costMicroUSD: cost,
+                requestBody: requestBody, responseBody: responseBody))
         }
     }
 
@@ -1309,6 +1313,7 @@ final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
                              close: closeAfterResponse)
                 return
             }
+            self.key = key
             respondJSON(200, context.config.modelList(for: key))
         case .health:
             respondJSON(200, Array("{\"status\":\"ok\"}".utf8))
@@ -1319,18 +1324,22 @@ final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
 
     private func respondJSON(_ status: Int, _ json: [UInt8]) {
         state = .proxying
+        record.status = status
         let close = closeAfterResponse || !keepAlive || draining
         loop.buffers.release(&responseHead)
-        loop.buffers.attach(&responseHead, capacity: json.count + 256)
+        loop.buffers.attach(&responseHead, capacity: json.count + 256 + requestIDCount + RateLimitHeaders.maxEncodedBytes)
         responseHead.append("HTTP/1.1 ")
         responseHead.append(decimal: status)
         responseHead.append(" OK\r\ncontent-type: application/json\r\ncontent-length: ")
         responseHead.append(decimal: json.count)
-        responseHead.append("\r\nx-request-id: ")
+        responseHead.append("\r\n")
+        if let key { context.config.policy.counters.headers(key, nowNs: loop.now).write(into: &responseHead) }
+        responseHead.append("x-request-id: ")
         responseHead.append(requestID, requestIDCount)
         responseHead.append(close ? "\r\nconnection: close\r\n\r\n" : "\r\n\r\n")
         responseHead.append(json)
         keepAlive = !close
+        record.bytesOut += responseHead.readableBytes
         out.append(responseHead.readPointer, responseHead.readableBytes)
         finishRequest()
     }
@@ -1349,7 +1358,7 @@ final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
         var headers = extraHeaders
         if attempts > 0 {
             // Failures after routing say where the request went (error path only: a String is fine here).
-            if let deployment { headers += "x-gateway-deployment: \(String(decoding: deployment.label, as: UTF8.self))\r\n" }
+            if let deployment { headers += "x-gateway-deployment: \(deployment.labelText)\r\n" }
             headers += "x-gateway-attempts: \(attempts)\r\n"
         }
         if let key {

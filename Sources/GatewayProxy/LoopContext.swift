@@ -16,6 +16,8 @@ final class LoopContext {
     let audit: AuditLog?
     /// This thread's metrics; the admin listener sums every thread's at scrape time.
     let metrics: ThreadMetrics?
+    /// The keys this thread authenticated last; emptied with every new configuration.
+    private let keyCache = KeyCache()
     private(set) var draining = false
     private var drainDeadline: UInt64 = 0
     private var requestSequence: UInt64 = 0
@@ -58,6 +60,8 @@ final class LoopContext {
     func apply(_ newConfig: RuntimeConfig) {
         let old = pools
         config = newConfig
+        keyCache.removeAll()
+        lastGroupMetric = nil
         pools = newConfig.providers.map { UpstreamPool(route: $0, context: self) }
         pickers = LoopContext.makePickers(newConfig, seed: requestIDSeed &+ requestSequence)
         pickerGeneration &+= 1
@@ -84,6 +88,14 @@ final class LoopContext {
         return pool.idleCount > 0 || pool.openCount < pool.route.maxConnections
     }
 
+    /// The key a client presented, if valid: from this thread's cache, else hashed and looked up in the policy.
+    func authenticate(bearer: UnsafeRawBufferPointer, nowSeconds: Int64) -> KeyPolicy? {
+        if let key = keyCache.lookup(bearer, nowSeconds: nowSeconds) { return key }
+        guard let key = config.policy.authenticate(bearer: bearer, nowSeconds: nowSeconds) else { return nil }
+        keyCache.insert(bearer, key)
+        return key
+    }
+
     /// Writes a new request id ("gw-" and 16 hex digits) at `out`; returns its length.
     func writeRequestID(_ out: UnsafeMutableRawPointer) -> Int {
         requestSequence &+= 1
@@ -105,7 +117,7 @@ final class LoopContext {
         costMicroUSD: Int64
     ) {
         guard let metrics else { return }
-        let group = key?.groups.first.flatMap { config.groupMetricIDs[$0] } ?? 0
+        let group = key.map(groupMetricID) ?? 0
         metrics.recordRequest(model: model, group: group, status: record.status, durationNs: record.totalNs, overheadNs: record.overheadNs)
         if let deployment, record.upstreamStartNs > 0 {
             metrics.recordUpstream(deployment: deployment.metricsID, durationNs: record.upstreamNs)
@@ -119,6 +131,18 @@ final class LoopContext {
         }
         metrics.requestEnded()
     }
+
+    /// The metric label id of a key's first group. The last answer is kept (with the key, so that it cannot be
+    /// mistaken for a new object at the same address): most requests on a thread carry the same key, and this
+    /// saves a String-keyed dictionary probe per request. Forgotten with every new configuration.
+    private func groupMetricID(_ key: KeyPolicy) -> Int {
+        if let last = lastGroupMetric, last.key === key { return last.id }
+        let id = key.groups.first.flatMap { config.groupMetricIDs[$0] } ?? 0
+        lastGroupMetric = (key, id)
+        return id
+    }
+
+    private var lastGroupMetric: (key: KeyPolicy, id: Int)?
 
     // MARK: Drain
 

@@ -21,9 +21,10 @@ struct RequestRecord {
     var streamed = false
     var modelName: String?
 
-    mutating func begin(endpointIsModelAPI: Bool, headBytes: Int) {
+    /// Starts a request; only an `accounted` one is timed and ends in an audit record and metrics.
+    mutating func begin(accounted: Bool, headBytes: Int) {
         self = RequestRecord()
-        guard endpointIsModelAPI else { return }
+        guard accounted else { return }
         active = true
         startMonoNs = Clock.monotonicNs()
         startWallNs = Clock.realtimeNs()
@@ -51,7 +52,8 @@ struct RequestRecord {
 extension AuditRecord {
     init(
         _ record: RequestRecord, requestID: String, keyID: String?, keyName: String?, groups: [String], tags: String,
-        client: String, deployment: String, attempts: Int, promptTokens: Int, completionTokens: Int, costMicroUSD: Int64
+        client: String, deployment: String, attempts: Int, promptTokens: Int, completionTokens: Int, costMicroUSD: Int64,
+        requestBody: String?, responseBody: String?
     ) {
         let ttfb = record.firstByteNs > record.startMonoNs ? record.firstByteNs - record.startMonoNs : 0
         self.init(
@@ -62,6 +64,6 @@ extension AuditRecord {
             requestedModel: record.modelName ?? "", deployment: deployment, attempts: attempts, status: record.status,
             errorCode: record.errorCode?.rawValue, promptTokens: promptTokens, completionTokens: completionTokens,
             costMicroUSD: costMicroUSD, streamed: record.streamed, bytesIn: Int64(record.bytesIn),
-            bytesOut: Int64(record.bytesOut))
+            bytesOut: Int64(record.bytesOut), requestBody: requestBody, responseBody: responseBody)
     }
 }

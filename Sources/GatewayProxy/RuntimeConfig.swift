@@ -79,7 +79,7 @@ public final class RuntimeConfig: Sendable {
                 return DeploymentRoute(
                     providerIndex: providerIndex,
                     upstreamModel: Array(deployment.model.utf8),
-                    label: Array(label.utf8),
+                    labelText: label,
                     weight: deployment.weight,
                     metricsID: labels.deploymentID(label),
                     health: health)
@@ -196,22 +196,25 @@ public struct ProviderRoute: Sendable {
     }
 }
 
-/// A deployment ready for the request path. A class: requests hold it by one reference, not by copying
-/// its arrays (a struct of arrays costs a retain and release per field at every assignment).
+/// A deployment ready for the request path. A class: requests (and the audit records that name it) hold it by one
+/// reference, not by copying its arrays (a struct of arrays costs a retain and release per field at every assignment).
 public final class DeploymentRoute: Sendable {
     public let providerIndex: Int
     public let upstreamModel: [UInt8]
     /// "provider/model", for x-gateway-deployment.
     public let label: [UInt8]
+    /// The same as a String, for the audit record: made once here, not per request.
+    public let labelText: String
     public let weight: Int
     public let metricsID: Int
     /// Shared by every thread (and kept across reloads while the deployment stays).
     public let health: DeploymentHealth
 
-    init(providerIndex: Int, upstreamModel: [UInt8], label: [UInt8], weight: Int, metricsID: Int, health: DeploymentHealth) {
+    init(providerIndex: Int, upstreamModel: [UInt8], labelText: String, weight: Int, metricsID: Int, health: DeploymentHealth) {
         self.providerIndex = providerIndex
         self.upstreamModel = upstreamModel
-        self.label = label
+        label = Array(labelText.utf8)
+        self.labelText = labelText
         self.weight = weight
         self.metricsID = metricsID
         self.health = health

@@ -110,17 +110,19 @@ public final class AuditLog: Sendable {
     // MARK: The hot path
 
     /// Queues a record for the writer. Never blocks on I/O; see the type's backpressure policy.
-    public func enqueue(_ record: AuditRecord) {
+    public func enqueue(_ record: consuming AuditRecord) {
         let configuration = shared.configuration
+        // Moved, not copied, into the queue: a copy would retain, and later release, each of its strings.
+        var pending: AuditRecord? = consume record
         let outcome: EnqueueOutcome = shared.queue.withLock { state in
             shared.enqueued.add(1, ordering: .relaxed)
             if state.closed { return .dropped }
             if state.records.count < configuration.queueCapacity {
-                state.records.append(record)
+                state.records.append(pending.take()!)
                 return state.records.count == configuration.batchSize ? .wake : .queued
             }
             if state.overflow.count < configuration.overflowCapacity {
-                state.overflow.append(record)
+                state.overflow.append(pending.take()!)
                 return state.overflow.count == 1 ? .wake : .queued
             }
             return .dropped

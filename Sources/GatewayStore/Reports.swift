@@ -74,8 +74,8 @@ extension Store {
             while try keys.step() { byKey[keys.text(0)] = keys.int64(1) }
             var byGroup: [String: Int64] = [:]
             let groups = try db.prepare("""
-                SELECT g.grp, SUM(a.cost_micro_usd) FROM audit a JOIN audit_groups g ON g.audit_id = a.id
-                WHERE a.start_ns >= ?1 GROUP BY g.grp
+                SELECT \(Schema.recordGroup), SUM(a.cost_micro_usd) FROM \(Schema.recordGroups)
+                WHERE a.start_ns >= ?1 AND a.groups <> '' GROUP BY 1
                 """)
             groups.bind(1, bound)
             while try groups.step() { byGroup[groups.text(0)] = groups.int64(1) }
@@ -107,8 +107,8 @@ extension Store {
             value = "a.deployment"
             name = "NULL"
         case .group:
-            from = "audit a LEFT JOIN audit_groups d ON d.audit_id = a.id"
-            value = "COALESCE(d.grp, '')"
+            from = Schema.recordGroups
+            value = Schema.recordGroup
             name = "NULL"
         case .tag:
             from = "audit a LEFT JOIN audit_tags d ON d.audit_id = a.id"

@@ -1,9 +1,16 @@
 /// The store's tables. Every connection runs `Schema.prepare` on open; each statement is idempotent.
 ///
-/// - `audit`: one row per client request. `groups` and `tags` keep the record's text for `logs()`;
+/// - `audit`: one row per client request, with one index, on `start_ns` (every report and retention run reads a
+///   time range). Each index is a B-tree insert per request on the writer thread; the key and model indexes of
+///   schema 1 are dropped: the logs filters (`key_id = ? OR key_name = ?`, `requested_model = ? OR deployment = ?`)
+///   could not use them, and the reports group a whole time range anyway.
+///   `groups` and `tags` keep the record's text for `logs()`;
 ///   `audit_groups` and `audit_tags` hold one row per group and per `k=v` pair so that spend and usage per group or
-///   per tag are plain SQL aggregates (a record in two groups counts toward both). Bodies are the last columns, so
-///   scans over the other columns rarely touch their overflow pages.
+///   per tag are plain SQL aggregates (a record in two groups counts toward both). A record in a single group (the
+///   common case) has no `audit_groups` rows: its `groups` column is that group's name, and the queries read it
+///   there (`Schema.recordGroups`), which saves the writer a second INSERT per request. Records written before
+///   that have rows for their single group too; the queries ignore those. Bodies are the last columns, so scans
+///   over the other columns rarely touch their overflow pages.
 /// - `api_keys` and `api_groups`: what the admin API created; the config file's keys and groups are not stored.
 /// - `spill_state`: which spill file generation has been re-imported how far, committed in the same transaction as
 ///   the imported rows, so that a crash neither loses nor duplicates spilled records.
@@ -40,8 +47,8 @@ enum Schema {
             response_body TEXT
         );
         CREATE INDEX IF NOT EXISTS audit_start ON audit(start_ns);
-        CREATE INDEX IF NOT EXISTS audit_key ON audit(key_id, start_ns);
-        CREATE INDEX IF NOT EXISTS audit_model ON audit(requested_model, start_ns);
+        DROP INDEX IF EXISTS audit_key;
+        DROP INDEX IF EXISTS audit_model;
         CREATE TABLE IF NOT EXISTS audit_groups (
             audit_id INTEGER NOT NULL,
             grp TEXT NOT NULL,
@@ -74,6 +81,15 @@ enum Schema {
             offset INTEGER NOT NULL
         );
         """
+
+    /// A FROM clause with one row per (record `a`, group `g`) in column `grp`: from `audit_groups` for records in
+    /// several groups (their `groups` column holds a comma), else the `groups` column itself ('' for none).
+    /// Group names never contain a comma.
+    static let recordGroups = """
+        audit a LEFT JOIN audit_groups g ON g.audit_id = a.id AND instr(a.groups, ',') > 0
+        """
+    /// The group of a row of `recordGroups`.
+    static let recordGroup = "COALESCE(g.grp, a.groups)"
 
     /// Switches the file to WAL (a persistent property of the file) and creates what is missing.
     /// - synchronous=NORMAL: in WAL mode a commit is durable against a process crash, and against a power loss all but

@@ -74,6 +74,59 @@ struct PolicyTests {
         #expect(byID["req-401"]?["key_id"] is NSNull)
     }
 
+    @Test("GET /v1/models leaves an audit record too, with its key, and a refused one without")
+    func modelListIsAudited() throws {
+        let fixture = try start()
+        defer { fixture.stop() }
+        let client = try fixture.client()
+        let listed = try client.send(HTTPRequest.get("/v1/models", headers: [
+            ("Authorization", "Bearer sk-alice"), ("x-request-id", "req-models"),
+        ]))
+        #expect(listed.status == 200)
+        let refused = try client.send(HTTPRequest.get("/v1/models", headers: [("x-request-id", "req-models-401")]))
+        #expect(refused.status == 401)
+        let records = try logs(fixture)
+        #expect(records.count == 2)
+        let byID = Dictionary(records.map { ($0["request_id"] as? String ?? "", $0) }, uniquingKeysWith: { a, _ in a })
+        let record = try #require(byID["req-models"])
+        #expect(record["key_name"] as? String == "alice")
+        #expect(record["groups"] as? [String] == ["interns"])
+        #expect(record["status"] as? Int == 200)
+        #expect(record["deployment"] as? String == "")
+        #expect((record["bytes_out"] as? Int ?? 0) > 0)
+        #expect(byID["req-models-401"]?["status"] as? Int == 401)
+        #expect(byID["req-models-401"]?["error_code"] as? String == "invalid_api_key")
+    }
+
+    @Test("every answer to a key with limits carries the x-ratelimit headers, errors and local answers included")
+    func rateLimitHeadersOnEveryAnswer() throws {
+        let fixture = try start()
+        defer { fixture.stop() }
+        let client = try fixture.client()
+        let alice = ("Authorization", "Bearer sk-alice")
+        let answers: [(String, Int, HTTPResponse)] = [
+            ("proxied", 200, try client.send(HTTPRequest.post("/v1/chat/completions", body: chatBody(), headers: [alice]))),
+            ("upstream status", 500, try client.send(HTTPRequest.post("/v1/chat/completions", body: chatBody(), headers: [
+                alice, ("x-mock-status", "500"),
+            ]))),
+            ("model not allowed", 403, try client.send(HTTPRequest.post("/v1/chat/completions", body: chatBody(model: "gpt-4o"), headers: [alice]))),
+            ("no model", 400, try client.send(HTTPRequest.post("/v1/chat/completions", body: #"{"messages":[]}"#, headers: [alice]))),
+            ("model list", 200, try client.send(HTTPRequest.get("/v1/models", headers: [alice]))),
+            ("upstream reset", 502, try fixture.client().send(HTTPRequest.post("/v1/chat/completions", body: chatBody(), headers: [
+                alice, ("x-mock-fault", "reset"),
+            ]))),
+        ]
+        for (what, status, response) in answers {
+            #expect(response.status == status, "\(what): \(response.text)")
+            #expect(response.header("x-ratelimit-limit-requests") == "1000", "\(what)")
+            #expect(response.header("x-ratelimit-remaining-requests") != nil, "\(what)")
+        }
+        // A key whose groups set no limit gets none of them.
+        let bob = try client.send(HTTPRequest.post("/v1/chat/completions", body: chatBody(), headers: [("Authorization", "Bearer sk-bob")]))
+        #expect(bob.status == 200)
+        #expect(bob.header("x-ratelimit-limit-requests") == nil)
+    }
+
     @Test("streamed requests are made to end with usage, and are billed")
     func forcedStreamUsage() throws {
         let fixture = try start()

@@ -93,6 +93,24 @@ import Testing
         #expect(UsageTapTests.run(mode, bytes.indices.map { bytes[$0...$0] }) == expected)
     }
 
+    /// Long strings and containers are scanned eight bytes at a time: put the bytes that matter (quotes, escapes,
+    /// brackets inside strings, a fake "usage" in text) at every offset of a word, and cut the body everywhere.
+    @Test func wordAtATimeScanningMissesNothing() {
+        for shift in 0..<8 {
+            let pad = String(repeating: "x", count: shift)
+            let text = pad + #"long text with \"quotes\", a \\ backslash, {braces} and [brackets] and \"usage\":{\"prompt_tokens\":9}"#
+            let body = #"{"id":"\#(pad)a","choices":[{"message":{"content":"\#(text)"},"n":[1,{"a":"]}"}]}],"#
+                + #""note":"\#(text)","usage":{"prompt_tokens":\#(10 + shift),"completion_tokens":7}}"#
+            let bytes = Array(body.utf8)
+            let expected = Usage(promptTokens: 10 + shift, completionTokens: 7)
+            for cut in 0...bytes.count {
+                let usage = UsageTapTests.run(.openAIJSON, [bytes[..<cut], bytes[cut...]])
+                #expect(usage == expected, "shift \(shift), cut at \(cut) of \(bytes.count)")
+                if usage != expected { return }
+            }
+        }
+    }
+
     @Test func lineFeedsOnlyAndCarriageReturnsOnly() {
         let sse = UsageTapTests.openAISSE
         let lf = sse.replacingOccurrences(of: "\r\n", with: "\n")

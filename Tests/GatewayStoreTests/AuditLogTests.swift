@@ -52,6 +52,37 @@ import Testing
         log.close()
     }
 
+    @Test func runsOfPlainRecordsShareOneInsertAndKeepEveryField() throws {
+        // Records in at most one group and without tags go 16 to an INSERT; the others, one by one, in between.
+        let dir = temporaryDirectory()
+        defer { removeDirectory(dir) }
+        let path = dir + "/audit.db"
+        let log = try AuditLog(path: path)
+        var sent: [String: AuditRecord] = [:]
+        for index in 0..<200 {
+            var record = sampleRecord(index)
+            if index % 37 != 0 {
+                record.tags = ""
+                record.groups = index % 3 == 0 ? [] : ["team-b"]
+            }
+            sent[record.requestID] = record
+            log.enqueue(record)
+        }
+        #expect(log.flush())
+        let store = try Store(path: path)
+        let rows = try store.logs(limit: 1000, includeBodies: true)
+        #expect(rows.count == sent.count)
+        for row in rows { #expect(row == sent[row.requestID], "\(row.requestID)") }
+        let groups = Dictionary(uniqueKeysWithValues: try store.usage(by: .group).map { ($0.value, $0.requests) })
+        for name in ["team-a", "interns", "team-b"] {
+            #expect(groups[name] == sent.values.filter { $0.groups.contains(name) }.count, "\(name)")
+        }
+        #expect(groups[""] == sent.values.filter(\.groups.isEmpty).count)
+        let tags = Dictionary(uniqueKeysWithValues: try store.usage(by: .tag).map { ($0.value, $0.requests) })
+        #expect(tags["env=prod"] == sent.values.filter { $0.tags.contains("env=prod") }.count)
+        log.close()
+    }
+
     @Test func flushWaitsForEverythingEnqueuedBefore() throws {
         let dir = temporaryDirectory()
         defer { removeDirectory(dir) }

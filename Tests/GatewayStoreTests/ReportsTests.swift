@@ -68,6 +68,22 @@ private func fixture(_ dir: String) throws -> (Store, Int64) {
         #expect(deployments.first?.value == "mock/gpt-4o-mini")
     }
 
+    @Test func singleGroupRowsInAuditGroupsFromEarlierWritersCountOnce() throws {
+        let dir = temporaryDirectory()
+        defer { removeDirectory(dir) }
+        let (store, day1) = try fixture(dir)
+        let groupsBefore = try store.usage(by: .group)
+        let spendBefore = try store.spendSince(unixSeconds: day1)
+        #expect(spendBefore.byGroup == ["interns": 5_300, "eng": 1_005_000])
+        // Writers before this one also put a record's only group in audit_groups.
+        try store.withConnection { db in
+            try db.exec("INSERT INTO audit_groups (audit_id, grp) SELECT id, groups FROM audit WHERE groups <> '' AND instr(groups, ',') = 0")
+            #expect(try db.scalarInt("SELECT COUNT(*) FROM audit_groups") == 7)
+        }
+        #expect(try store.usage(by: .group) == groupsBefore)
+        #expect(try store.spendSince(unixSeconds: day1).byGroup == spendBefore.byGroup)
+    }
+
     @Test func usageSinceUntilIsHalfOpen() throws {
         let dir = temporaryDirectory()
         defer { removeDirectory(dir) }
