@@ -75,10 +75,9 @@ load() {
         gw_die "gwbench run failed: $(tail -5 "$3")"
     python3 - "$3.json" "$2" <<'PY' || gw_die "gwbench did not get $2 good responses (see $3)"
 import json, sys
-text = json.dumps(json.load(open(sys.argv[1])))
-# Nighthawk's shape: the counters carry the 2xx count as upstream_rq_2xx or benchmark.http_2xx.
-want = int(sys.argv[2])
-sys.exit(0 if f'"value": {want}' in text or f'"value": "{want}"' in text else 1)
+# gwbench's JSON (Nighthawk's shape): results[0] is the whole run, its counters a list of {name, value}.
+counters = {c["name"]: c["value"] for c in json.load(open(sys.argv[1]))["results"][0]["counters"]}
+sys.exit(0 if counters.get("status_2xx") == int(sys.argv[2]) == counters.get("responses") else 1)
 PY
 }
 
