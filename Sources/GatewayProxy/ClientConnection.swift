@@ -1291,7 +1291,7 @@ final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
                 client: peerHostText,
                 deployment: deployment?.labelText ?? "", attempts: attempts,
                 promptTokens: usage?.promptTokens ?? 0, completionTokens: usage?.completionTokens ?? 0, costMicroUSD: cost,
-                requestBody: requestBody, responseBody: responseBody))
+                attemptLog: attemptTrail, requestBody: requestBody, responseBody: responseBody))
         }
     }
 

@@ -53,7 +53,7 @@ extension AuditRecord {
     init(
         _ record: RequestRecord, requestID: String, keyID: String?, keyName: String?, groups: [String], tags: String,
         client: String, deployment: String, attempts: Int, promptTokens: Int, completionTokens: Int, costMicroUSD: Int64,
-        requestBody: String?, responseBody: String?
+        attemptLog: String?, requestBody: String?, responseBody: String?
     ) {
         let ttfb = record.firstByteNs > record.startMonoNs ? record.firstByteNs - record.startMonoNs : 0
         self.init(
@@ -65,5 +65,6 @@ extension AuditRecord {
             errorCode: record.errorCode?.rawValue, promptTokens: promptTokens, completionTokens: completionTokens,
             costMicroUSD: costMicroUSD, streamed: record.streamed, bytesIn: Int64(record.bytesIn),
             bytesOut: Int64(record.bytesOut), requestBody: requestBody, responseBody: responseBody)
+        self.attemptLog = attemptLog
     }
 }

@@ -24,6 +24,8 @@ public struct AuditRecord: Sendable, Equatable {
     /// `provider/model`, empty when the request never reached a deployment.
     public var deployment: String
     public var attempts: Int
+    /// The attempts that failed before the final one, "deployment cause elapsed" joined by "; " (nil: one attempt).
+    public var attemptLog: String?
     // Outcome.
     public var status: Int
     public var errorCode: String?
@@ -143,6 +145,7 @@ extension AuditRecord {
         json.field("requested_model", requestedModel)
         json.field("deployment", deployment)
         json.field("attempts", attempts)
+        if let attemptLog { json.field("attempt_log", attemptLog) }
         json.field("status", status)
         json.field("error_code", errorCode)
         json.field("prompt_tokens", promptTokens)
@@ -183,6 +186,7 @@ extension AuditRecord {
             case "requested_model": record.requestedModel = member.stringValue ?? ""
             case "deployment": record.deployment = member.stringValue ?? ""
             case "attempts": record.attempts = Int(member.int64Value ?? 0)
+            case "attempt_log": record.attemptLog = member.stringValue
             case "status": record.status = Int(member.int64Value ?? -1)
             case "error_code": record.errorCode = member.stringValue
             case "prompt_tokens": record.promptTokens = Int(member.int64Value ?? 0)

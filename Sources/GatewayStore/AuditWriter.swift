@@ -37,7 +37,7 @@ final class AuditWriter: @unchecked Sendable {
     /// Rows per multi-row INSERT: one statement run for many rows saves SQLite's per-statement work (opening the
     /// cursors, halting, resetting) on all but one of them; about 2,800 instructions per row measured at 16.
     static let rowsPerInsert = 16
-    static let columns = 25
+    static let columns = 26
 
     static func insertSQL(rows: Int) -> String {
         let values = (0..<rows).map { row in
@@ -47,7 +47,7 @@ final class AuditWriter: @unchecked Sendable {
             INSERT INTO audit (request_id, key_id, key_name, groups, tags, client_address, start_ns, end_ns,
                 total_latency_us, upstream_latency_us, overhead_us, ttfb_us, requested_model, deployment, attempts,
                 status, error_code, prompt_tokens, completion_tokens, cost_micro_usd, streamed, bytes_in, bytes_out,
-                request_body, response_body)
+                request_body, response_body, attempt_log)
             VALUES \(values.joined(separator: ",\n"))
             """
     }
@@ -258,7 +258,7 @@ final class AuditWriter: @unchecked Sendable {
             + record.requestedModel.utf8.count + record.deployment.utf8.count + (record.errorCode?.utf8.count ?? 0)
     }
 
-    /// Binds a record's 25 columns as parameters `offset + 1 ...`, its text from `rowText` (reserved by the caller).
+    /// Binds a record's 26 columns as parameters `offset + 1 ...`, its text from `rowText` (reserved by the caller).
     private func bindRow(_ s: SQLiteStatement, _ record: AuditRecord, offset o: Int32) {
         let text = rowText
         s.bindStatic(o + 1, text.add(record.requestID))
@@ -286,6 +286,7 @@ final class AuditWriter: @unchecked Sendable {
         s.bind(o + 23, record.bytesOut)
         s.bind(o + 24, record.requestBody)
         s.bind(o + 25, record.responseBody)
+        s.bind(o + 26, record.attemptLog)
     }
 
     private func bindStatic(_ statement: SQLiteStatement, _ index: Int32, _ value: String?) {

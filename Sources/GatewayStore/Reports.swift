@@ -169,7 +169,7 @@ extension Store {
             SELECT request_id, key_id, key_name, groups, tags, client_address, start_ns, end_ns, total_latency_us,
                 upstream_latency_us, overhead_us, ttfb_us, requested_model, deployment, attempts, status, error_code,
                 prompt_tokens, completion_tokens, cost_micro_usd, streamed, bytes_in, bytes_out,
-                \(includeBodies ? "request_body, response_body" : "NULL, NULL")
+                \(includeBodies ? "request_body, response_body" : "NULL, NULL"), attempt_log
             FROM audit WHERE \(conditions.joined(separator: " AND "))
             ORDER BY start_ns DESC, id DESC LIMIT ?7
             """
@@ -215,6 +215,7 @@ extension Store {
                     requestBody: s.optionalText(23),
                     responseBody: s.optionalText(24)
                 ))
+                records[records.count - 1].attemptLog = s.optionalText(25)
             }
             return records
         }

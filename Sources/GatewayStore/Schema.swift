@@ -15,7 +15,8 @@
 /// - `spill_state`: which spill file generation has been re-imported how far, committed in the same transaction as
 ///   the imported rows, so that a crash neither loses nor duplicates spilled records.
 enum Schema {
-    static let version: Int64 = 1
+    /// 2: `audit.attempt_log` (the failed attempts before the final one, when a request failed over).
+    static let version: Int64 = 2
 
     static let statements = """
         CREATE TABLE IF NOT EXISTS audit (
@@ -43,6 +44,7 @@ enum Schema {
             streamed INTEGER NOT NULL,
             bytes_in INTEGER NOT NULL,
             bytes_out INTEGER NOT NULL,
+            attempt_log TEXT,
             request_body TEXT,
             response_body TEXT
         );
@@ -102,6 +104,18 @@ enum Schema {
             throw SQLiteError(code: 0, message: "the database has schema version \(current), newer than this gateway's \(version)", context: "schema")
         }
         try db.exec(statements)
+        if try current < 2 && !hasColumn(db, table: "audit", column: "attempt_log") {
+            // A file of schema 1: the column goes at the end (the INSERT names its columns).
+            try db.exec("ALTER TABLE audit ADD COLUMN attempt_log TEXT")
+        }
         if current < version { try db.exec("PRAGMA user_version = \(version)") }
+    }
+
+    private static func hasColumn(_ db: SQLiteConnection, table: String, column: String) throws -> Bool {
+        let info = try db.prepare("PRAGMA table_info(\(table))")
+        while try info.step() {
+            if info.text(1) == column { return true }
+        }
+        return false
     }
 }

@@ -124,6 +124,32 @@ import Testing
         #expect(try store.journalMode() == "wal")
     }
 
+    @Test func aSchema1FileGainsTheAttemptLogColumn() throws {
+        let dir = temporaryDirectory()
+        defer { removeDirectory(dir) }
+        let path = dir + "/old.db"
+        do {
+            // The audit table as schema 1 made it: no attempt_log.
+            let db = try SQLiteConnection(path: path, busyTimeoutMs: 1000)
+            try db.exec(Schema.statements.replacingOccurrences(of: "            attempt_log TEXT,\n", with: ""))
+            try db.exec("PRAGMA user_version = 1")
+            let old = AuditWriter.insertSQL(rows: 1)
+            #expect(old.contains("attempt_log"))
+            db.close()
+        }
+        let log = try AuditLog(path: path)
+        var record = sampleRecord(1)
+        record.attempts = 3
+        record.attemptLog = "a/m 500 2ms; b/m connect_error 1ms"
+        log.enqueue(record)
+        log.enqueue(sampleRecord(2))
+        log.close()
+        let rows = try Store(path: path).logs(limit: 10)
+        #expect(rows.count == 2)
+        #expect(rows.first { $0.requestID == record.requestID }?.attemptLog == record.attemptLog)
+        #expect(rows.first { $0.requestID != record.requestID }?.attemptLog == nil)
+    }
+
     @Test func badPathFailsInInit() {
         #expect(throws: (any Error).self) { try AuditLog(path: "/nonexistent-dir/x/audit.db") }
     }

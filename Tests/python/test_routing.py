@@ -366,3 +366,16 @@ def test_health_check_cools_a_provider_down_and_back(profiled_mock, start_gatewa
         wait_until(lambda: state_of_a() == "0", timeout=5, what="a healthy")
         assert deployment_of(client.chat("sk-health")) == f"a/{MODEL}"
         assert mock.stats()["by_path"]["/v1/chat/completions"] == before + 2
+
+
+def test_the_audit_record_holds_every_attempt(profiled_mock, start_gateway, tmp_path):
+    from gwtest import wait_for_audit
+    mock = profiled_mock("a:status=500", "b")
+    config = routing_config(mock, ["a", "b"], [model(["a", "b"], routing="ordered", cooldown={"failures": 100})])
+    config["store"] = {"sqlite": str(tmp_path / "routing-audit.db")}
+    gateway = start_gateway(config)
+    with KeepAliveClient(gateway.url) as client:
+        assert client.chat(None, headers={"x-request-id": "failed-over"}).status == 200
+    row = wait_for_audit(gateway.db_path, 1, "request_id = ?", ("failed-over",))[0]
+    assert (row["attempts"], row["deployment"], row["status"]) == (2, f"b/{MODEL}", 200)
+    assert row["attempt_log"].startswith(f"a/{MODEL} 500 "), row["attempt_log"]
