@@ -32,6 +32,9 @@ public final class HTTPHeadParser {
     public private(set) var connectionClose = false
     public private(set) var connectionKeepAlive = false
     public private(set) var expectContinue = false
+    /// The head has an `x-gateway-*` field (the gateway's own request options), so that requests without one
+    /// skip looking for them.
+    public private(set) var hasGatewayFields = false
     public private(set) var hostCount = 0
 
     private var nominated: UnsafeMutablePointer<ByteRange>
@@ -160,6 +163,7 @@ public final class HTTPHeadParser {
         connectionClose = false
         connectionKeepAlive = false
         expectContinue = false
+        hasGatewayFields = false
         hostCount = 0
         status = 0
         method = .other
@@ -313,6 +317,8 @@ public final class HTTPHeadParser {
                 hostCount += 1
             case .expect:
                 if HTTPBytes.equalsLowercase(base + Int(value.start), Int(value.count), "100-continue") { expectContinue = true }
+            case .xGatewayPrefixed:
+                hasGatewayFields = true
             default:
                 break
             }

@@ -399,7 +399,7 @@ final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
             headBytes: parser.headLength)
         if record.active { context.metrics?.requestStarted() }
         tagsHeader = nil
-        if context.audit != nil, let tags = parser.value(named: "x-gateway-tags") {
+        if context.audit != nil, parser.hasGatewayFields, let tags = parser.value(named: "x-gateway-tags") {
             tagsHeader = String(decoding: parser.bytes(tags), as: UTF8.self)
         }
         if parser.contentLength > Int64(context.config.maxBodyBytes) {
@@ -646,6 +646,7 @@ final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
 
     /// `x-gateway-fallbacks: none` and `x-gateway-timeout-ms: N`, in one pass over the other headers.
     private func readRoutingHeaders() {
+        guard parser.hasGatewayFields else { return }
         let base = parser.base
         for i in 0..<parser.fieldCount {
             let field = parser.fields[i]
