@@ -849,7 +849,8 @@ final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
         }
         upstreamHead.append(" HTTP/1.1\r\n")
         upstreamHead.append(provider.hostLine)
-        if let translation, translation.toAnthropicProvider, parser.value(named: "anthropic-version") == nil {
+        // Anthropic's API requires the version header; clients of the OpenAI shape never send it.
+        if provider.kind == .anthropic, parser.value(named: "anthropic-version") == nil {
             upstreamHead.append("anthropic-version: 2023-06-01\r\n")
         }
         var forwardedFor: HeaderField?

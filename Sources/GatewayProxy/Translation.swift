@@ -44,9 +44,6 @@ final class Translation {
         direction == .openAIClientAnthropicProvider ? "/messages" : "/chat/completions"
     }
 
-    /// True when the provider speaks Anthropic (its requests need `anthropic-version`).
-    var toAnthropicProvider: Bool { direction == .openAIClientAnthropicProvider }
-
     func request(_ body: UnsafeRawBufferPointer, upstreamModel: String) throws(TranslationError) -> [UInt8] {
         switch direction {
         case .openAIClientAnthropicProvider: try OpenAIToAnthropic.request(body, upstreamModel: upstreamModel)
