@@ -128,7 +128,9 @@ final class ConfigParser {
         if items.isEmpty { fail(top.path("providers"), "must list at least one provider") }
         var providers: [ProviderSettings] = []
         var names: [(String, String)] = []
-        let allowed = ["name", "kind", "base_url", "api_key_env", "protocol", "max_connections", "health_check"]
+        let allowed = [
+            "name", "kind", "base_url", "api_key_env", "api_key_header", "query", "protocol", "max_connections", "health_check",
+        ]
         for (node, path) in items {
             guard let f = fields(node, at: path, allowed: allowed) else { continue }
             require(f, "name", "base_url")
@@ -150,6 +152,22 @@ final class ConfigParser {
                 }
             }
             provider.apiKeyEnv = string(f, "api_key_env")
+            if let header = string(f, "api_key_header") {
+                // A header name is a token: no spaces, separators or control bytes (RFC 9110 5.1).
+                let separators = Set("()<>@,;:\\\"/[]?={} \t".utf8)
+                if header.utf8.contains(where: { $0 <= 0x20 || $0 >= 0x7F || separators.contains($0) }) {
+                    fail(f.path("api_key_header"), "\"\(header)\" is not a valid header name")
+                } else {
+                    provider.apiKeyHeader = header.lowercased()
+                }
+            }
+            if let query = string(f, "query") {
+                if query.hasPrefix("?") || query.utf8.contains(where: { $0 <= 0x20 || $0 >= 0x7F || $0 == UInt8(ascii: "#") }) {
+                    fail(f.path("query"), "expected name=value pairs without '?', spaces or '#', got \"\(query)\"")
+                } else {
+                    provider.query = query
+                }
+            }
             provider.apiKey = provider.apiKeyEnv.flatMap(resolve)
             provider.upstreamProtocol = choice(f, "protocol") ?? .h1
             if urlIsValid {

@@ -240,6 +240,11 @@ public struct ProviderSettings: Sendable, Equatable {
     public var maxConnections: Int
     /// An active probe of the provider; nil: health is learned from real requests only.
     public var healthCheck: HealthCheck?
+    /// The header that carries the key as it is (Azure-style `api-key`); nil: `Authorization: Bearer` for
+    /// openai, `x-api-key` for anthropic.
+    public var apiKeyHeader: String?
+    /// A query string added to every upstream request (Azure-style `api-version=2024-10-21`), without the '?'.
+    public var query: String?
 
     public init(
         name: String,

@@ -835,17 +835,24 @@ final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
     /// provider's host and key added, the body re-framed with Content-Length.
     private func buildUpstreamHead(_ deployment: DeploymentRoute, provider: ProviderRoute) {
         loop.buffers.release(&upstreamHead)
-        let needed = parser.headLength + provider.basePath.count + provider.credentialLines.count + 512
+        let needed = parser.headLength + provider.basePath.count + provider.query.count + provider.credentialLines.count + 512
         loop.buffers.attach(&upstreamHead, capacity: needed)
         let base = parser.base
         upstreamHead.append(base + Int(parser.methodRange.start), Int(parser.methodRange.count))
         upstreamHead.append(byte: UInt8(ascii: " "))
         upstreamHead.append(provider.basePath)
+        var hasQuery = false
         if let translation {
             upstreamHead.append(translation.upstreamPath)
         } else {
             // The client's "/v1" is replaced by the provider's base path.
-            upstreamHead.append(base + Int(parser.target.start) + 3, Int(parser.target.count) - 3)
+            let target = parser.bytes(parser.target)
+            upstreamHead.append(target.baseAddress! + 3, target.count - 3)
+            hasQuery = provider.query.count > 0 && target.contains(UInt8(ascii: "?"))
+        }
+        if provider.query.count > 0 {
+            upstreamHead.append(byte: UInt8(ascii: hasQuery ? "&" : "?"))
+            upstreamHead.append(provider.query)
         }
         upstreamHead.append(" HTTP/1.1\r\n")
         upstreamHead.append(provider.hostLine)
@@ -862,6 +869,11 @@ final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
                 // The usage tap reads response bodies: ask for them uncompressed.
                 if field.kind == .other,
                    HTTPBytes.equalsLowercase(base + Int(field.name.start), Int(field.name.count), "accept-encoding") { continue }
+                // The provider's own key header (Azure's api-key) carries the gateway's key, never the client's.
+                if field.kind == .other, provider.keyHeaderName.count == Int(field.name.count),
+                   provider.keyHeaderName.withUnsafeBytes({ name in
+                       (0..<name.count).allSatisfy { base.load(fromByteOffset: Int(field.name.start) + $0, as: UInt8.self) | 0x20 == name[$0] }
+                   }) { continue }
                 appendField(field, to: &upstreamHead)
             case .xForwardedFor:
                 forwardedFor = field

@@ -168,6 +168,10 @@ public struct ProviderRoute: Sendable {
     public let credentialLines: [UInt8]
     /// The path prefix of base_url ("/v1"), which replaces the client's "/v1".
     public let basePath: [UInt8]
+    /// `query` ("api-version=..."), added to every request target; empty for none.
+    public let query: [UInt8]
+    /// `api_key_header`, lowercase; empty when the key goes in the kind's standard header.
+    public let keyHeaderName: [UInt8]
 
     struct ProviderError: Error, CustomStringConvertible {
         let description: String
@@ -187,12 +191,16 @@ public struct ProviderRoute: Sendable {
         switch (settings.kind, settings.apiKey) {
         case (_, nil):
             credentialLines = []
+        case (_, let key?) where settings.apiKeyHeader != nil:
+            credentialLines = Array("\(settings.apiKeyHeader!): \(key)\r\n".utf8)
         case (.openai, let key?):
             credentialLines = Array("authorization: Bearer \(key)\r\n".utf8)
         case (.anthropic, let key?):
             credentialLines = Array("x-api-key: \(key)\r\n".utf8)
         }
         basePath = Array(settings.basePath.utf8)
+        query = Array((settings.query ?? "").utf8)
+        keyHeaderName = Array((settings.apiKeyHeader ?? "").utf8)
     }
 }
 

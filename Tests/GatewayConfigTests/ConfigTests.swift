@@ -328,6 +328,25 @@ private let full = """
         ]), "\(found)")
     }
 
+    @Test func azureStyleKeyHeaderAndQuery() throws {
+        let good = """
+            providers:
+              - {name: az, base_url: "http://127.0.0.1:9000/openai/deployments/x", api_key_header: Api-Key, query: "api-version=2024-10-21"}
+            models:
+              - {name: m, deployments: [{provider: az}]}
+            """
+        let provider = try GatewayConfiguration.parse(yaml: good, environment: [:]).providers[0]
+        #expect(provider.apiKeyHeader == "api-key")
+        #expect(provider.query == "api-version=2024-10-21")
+        let bad = """
+            providers:
+              - {name: az, base_url: "http://127.0.0.1:9000/v1", api_key_header: "api key", query: "?api-version=1"}
+            models:
+              - {name: m, deployments: [{provider: az}]}
+            """
+        #expect(Set(fields(bad)) == ["providers[0].api_key_header", "providers[0].query"])
+    }
+
     @Test func keyWithTwoSourcesOrNone() {
         let yaml = minimal + """
 

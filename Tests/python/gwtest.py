@@ -316,3 +316,46 @@ def sample_sum(samples: dict[str, list], name: str, **labels) -> float:
     """The sum of the samples called `name` whose labels include `labels`."""
     return sum(value for sample_labels, value in samples.get(name, [])
                if all(sample_labels.get(k) == v for k, v in labels.items()))
+
+
+# --- a recording upstream ------------------------------------------------------------------------------------------
+
+
+class RecordingUpstream:
+    """A tiny HTTP server on 127.0.0.1 that answers every POST with `body` (JSON) and records each request's path
+    and headers (names lowercased): what a provider receives from the gateway."""
+
+    def __init__(self, body: dict):
+        import http.server
+        import threading
+
+        self.requests: list[tuple[str, dict]] = []
+        payload = json.dumps(body).encode()
+        requests = self.requests
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                self.rfile.read(int(self.headers.get("content-length", 0)))
+                requests.append((self.path, {k.lower(): v for k, v in self.headers.items()}))
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_port
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -379,3 +379,30 @@ def test_the_audit_record_holds_every_attempt(profiled_mock, start_gateway, tmp_
     row = wait_for_audit(gateway.db_path, 1, "request_id = ?", ("failed-over",))[0]
     assert (row["attempts"], row["deployment"], row["status"]) == (2, f"b/{MODEL}", 200)
     assert row["attempt_log"].startswith(f"a/{MODEL} 500 "), row["attempt_log"]
+
+
+def test_azure_style_provider_key_header_and_query(start_gateway):
+    import httpx
+    from gwtest import RecordingUpstream
+
+    completion = {"id": "c1", "object": "chat.completion", "model": "m", "choices": [
+        {"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}}
+    with RecordingUpstream(completion) as upstream:
+        gateway = start_gateway({
+            "server": {"listen": ["127.0.0.1:0"], "threads": 1},
+            "providers": [{"name": "azure", "kind": "openai",
+                           "base_url": f"http://127.0.0.1:{upstream.port}/openai/deployments/gpt-4o",
+                           "api_key_env": "MOCK_API_KEY", "api_key_header": "api-key", "query": "api-version=2024-10-21"}],
+            "models": [{"name": "gpt-4o", "deployments": [{"provider": "azure"}]}],
+        })
+        body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}]}
+        # A client's own api-key header must not reach the provider beside the gateway's.
+        assert httpx.post(f"{gateway.url}/v1/chat/completions", json=body, headers={"api-key": "client-secret"},
+                          timeout=10).status_code == 200
+        assert httpx.post(f"{gateway.url}/v1/chat/completions?trace=1", json=body, timeout=10).status_code == 200
+    (path1, headers1), (path2, _) = upstream.requests
+    assert path1 == "/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21"
+    assert path2 == "/openai/deployments/gpt-4o/chat/completions?trace=1&api-version=2024-10-21"
+    assert headers1["api-key"] == gateway.env["MOCK_API_KEY"]
+    assert "authorization" not in headers1

@@ -231,50 +231,29 @@ def test_untranslatable_request_gets_400_naming_the_field(gateway):
 
 
 def test_anthropic_providers_get_anthropic_version_and_their_key(start_gateway):
-    """A recording upstream: the headers an Anthropic-kind provider receives, translated or passed through."""
-    import http.server
-    import threading
+    """The headers an Anthropic-kind provider receives, translated or passed through."""
+    import httpx
+    from gwtest import RecordingUpstream
 
-    seen: list[dict] = []
-
-    class Recorder(http.server.BaseHTTPRequestHandler):
-        def do_POST(self):
-            self.rfile.read(int(self.headers.get("content-length", 0)))
-            seen.append({k.lower(): v for k, v in self.headers.items()})
-            body = json.dumps({"id": "msg_1", "type": "message", "role": "assistant", "model": "m",
-                               "content": [{"type": "text", "text": "hi"}], "stop_reason": "end_turn",
-                               "usage": {"input_tokens": 3, "output_tokens": 1}}).encode()
-            self.send_response(200)
-            self.send_header("content-type", "application/json")
-            self.send_header("content-length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    message = {"id": "msg_1", "type": "message", "role": "assistant", "model": "m",
+               "content": [{"type": "text", "text": "hi"}], "stop_reason": "end_turn",
+               "usage": {"input_tokens": 3, "output_tokens": 1}}
+    with RecordingUpstream(message) as upstream:
         gateway = start_gateway({
             "server": {"listen": ["127.0.0.1:0"], "threads": 1},
-            "providers": [{"name": "ant", "kind": "anthropic", "base_url": f"http://127.0.0.1:{server.server_port}/v1",
+            "providers": [{"name": "ant", "kind": "anthropic", "base_url": f"http://127.0.0.1:{upstream.port}/v1",
                            "api_key_env": "MOCK_API_KEY"}],
             "models": [{"name": "claude", "deployments": [{"provider": "ant"}]}],
         })
-        import httpx
+        messages = {"model": "claude", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}
         # Translated (an OpenAI chat request) and passed through (Anthropic Messages without the version header).
         assert httpx.post(f"{gateway.url}/v1/chat/completions", timeout=10,
                           json={"model": "claude", "messages": [{"role": "user", "content": "x"}]}).status_code == 200
-        assert httpx.post(f"{gateway.url}/v1/messages", timeout=10,
-                          json={"model": "claude", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}
-                          ).status_code == 200
+        assert httpx.post(f"{gateway.url}/v1/messages", timeout=10, json=messages).status_code == 200
         # A client's own version is kept, not doubled.
         assert httpx.post(f"{gateway.url}/v1/messages", timeout=10, headers={"anthropic-version": "2024-01-01"},
-                          json={"model": "claude", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]}
-                          ).status_code == 200
-    finally:
-        server.shutdown()
+                          json=messages).status_code == 200
+    seen = [headers for _, headers in upstream.requests]
     assert [h.get("anthropic-version") for h in seen] == ["2023-06-01", "2023-06-01", "2024-01-01"]
     assert all(h.get("x-api-key") == gateway.env["MOCK_API_KEY"] for h in seen)
     assert all("authorization" not in h for h in seen)
