@@ -4,7 +4,8 @@
 # by an Anthropic-kind deployment (every request and response translated), and, when GW_BASE_BIN names the folder of a
 # gateway built before routing existed, that build on the plain path (the untranslated path did not slow down).
 #
-# Usage: scripts/bench-routing.sh [--rounds N] [--duration S] [--out DIR]
+# Usage: scripts/bench-routing.sh [--rounds N] [--duration S] [--latency-fraction F] [--out DIR]
+#   The latency run is open loop at F of direct's maximum (default 0.1: higher saturates direct on 2 cores).
 #   Writes DIR/<YYYY-MM-DD>-routing.{json,md}. Environment: GW_BIN_DIR=DIR uses prebuilt binaries;
 #   GW_BASE_BIN=DIR adds the gateway in DIR as the target "before".
 # Arrangement on 2 CPUs: every gateway on CPU 0 (one measured at a time), gwmock and gwbench on CPU 1.
@@ -14,13 +15,15 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 ROUNDS=3
 DURATION=4
+FRACTION=0.1
 OUT="$GW_ROOT/results"
 while (($# > 0)); do
     case "$1" in
     --rounds) ROUNDS="$2"; shift 2 ;;
     --duration) DURATION="${2%s}"; shift 2 ;;
+    --latency-fraction) FRACTION="$2"; shift 2 ;;
     --out) OUT="$2"; shift 2 ;;
-    -h | --help) sed -n '2,11p' "${BASH_SOURCE[0]}"; exit 0 ;;
+    -h | --help) sed -n '2,12p' "${BASH_SOURCE[0]}"; exit 0 ;;
     *) gw_die "unknown option $1 (see --help)" ;;
     esac
 done
@@ -86,8 +89,8 @@ COMMON=(--rounds "$ROUNDS" -d "${DURATION}s" --warmup 2s -c 32 --pin 1 --quiet "
 DIRECT="http://$MOCK/ok/v1/chat/completions"
 gw_log "throughput: direct, ${VIAS[*]}"
 "$BIN/gwbench" compare --direct "$DIRECT" "${VIAS[@]}" "${COMMON[@]}" --json "$TMP/throughput.json" | tee "$TMP/throughput.txt"
-gw_log "latency at 25% of direct's maximum"
-"$BIN/gwbench" compare --direct "$DIRECT" "${VIAS[@]}" "${COMMON[@]}" --mode latency --rate-fraction 0.25 \
+gw_log "latency at $FRACTION of direct's maximum"
+"$BIN/gwbench" compare --direct "$DIRECT" "${VIAS[@]}" "${COMMON[@]}" --mode latency --rate-fraction "$FRACTION" \
     --json "$TMP/latency.json" | tee "$TMP/latency.txt"
 
 DATE="$(date -u +%Y-%m-%d)"
@@ -114,7 +117,7 @@ PY
     cat "$TMP/throughput.txt"
     echo '```'
     echo
-    echo "## Latency (open loop at 25% of direct's maximum)"
+    echo "## Latency (open loop at $FRACTION of direct's maximum)"
     echo
     echo '```'
     cat "$TMP/latency.txt"
@@ -123,7 +126,7 @@ PY
     echo "## Command"
     echo
     echo '```'
-    echo "${GW_BASE_BIN:+GW_BASE_BIN=$GW_BASE_BIN }scripts/bench-routing.sh --rounds $ROUNDS --duration $DURATION"
+    echo "${GW_BASE_BIN:+GW_BASE_BIN=$GW_BASE_BIN }scripts/bench-routing.sh --rounds $ROUNDS --duration $DURATION --latency-fraction $FRACTION"
     echo '```'
 } >"$OUT/$DATE-routing.md"
 gw_log "wrote $OUT/$DATE-routing.md"
