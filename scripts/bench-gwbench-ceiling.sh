@@ -109,7 +109,12 @@ for tool, rs in rows.items():
     print(f"| {tool} | {fmt(m[0])} | {fmt(min(r[0] for r in rs))}–{fmt(max(r[0] for r in rs))} | {fmt(m[1])} | {fmt(m[2])} | {fmt(m[3], '%.2f')} |")
 g, w, h = medians["gwbench"], medians["wrk"], medians["h2load"]
 print()
-print(f"gwbench ÷ wrk: RPS {g[0] / w[0]:.3f}, p50 {g[1] / w[1]:.3f}, p99 {g[2] / w[2]:.3f}; gwbench ÷ h2load: RPS {g[0] / h[0]:.3f}.")
+print(f"Ratios of the medians: gwbench ÷ wrk RPS {g[0] / w[0]:.3f}, p50 {g[1] / w[1]:.3f}, p99 {g[2] / w[2]:.3f}; "
+      f"gwbench ÷ h2load RPS {g[0] / h[0]:.3f}.")
+paired = lambda i, other: statistics.median(rows["gwbench"][r][i] / rows[other][r][i] for r in range(rounds))
+print()
+print(f"Medians of the per-round ratios (each round's runs are back to back): gwbench ÷ wrk RPS {paired(0, 'wrk'):.3f}, "
+      f"p50 {paired(1, 'wrk'):.3f}, p99 {paired(2, 'wrk'):.3f}; gwbench ÷ h2load RPS {paired(0, 'h2load'):.3f}.")
 print()
 print("Per round (RPS, p50 µs, p99 µs, CPU µs/request):")
 print()
