@@ -115,9 +115,9 @@ public enum SuiteScenarios {
          "the streaming scenario (byte-for-byte chunk comparison) in the suite"),
         (4, "prompt-size", "Prompt size 1 KB, 10 KB, 100 KB, 1 MB", nil),
         (5, "concurrency", "Concurrency sweep", nil),
-        (6, "policy", "Full policy on against the bare proxy", "the control layer (GatewayPolicy: keys, RBAC, limits, budgets; audit log; metrics)"),
-        (7, "failover", "Failover to the next deployment after a 429 or 500", "failover routing across deployments (GatewayPolicy's router)"),
-        (8, "key-flood", "Key flood: invalid keys rejected cheaply", "API-key authentication (GatewayPolicy)"),
+        (6, "policy", "Full policy on against the bare proxy", nil),
+        (7, "failover", "Failover to the next deployment after a 429 or 500", nil),
+        (8, "key-flood", "Key flood: invalid keys rejected cheaply", nil),
         (9, "head-of-line", "Head-of-line: a 1 MB request beside small streams", "mixed loads in gwbench (one large request beside small streams)"),
         (10, "memory", "Memory: idle, 10k idle connections, peak, growth", nil),
     ]
@@ -218,6 +218,9 @@ public final class SuiteRunner {
                 case 1: (record.points, record.note) = try overheadQuietest()
                 case 4: record.points = try promptSizes()
                 case 5: record.points = try concurrency()
+                case 6: record.points = try policyScenario()
+                case 7: record.points = try failoverScenario()
+                case 8: record.note = try keyFloodScenario()
                 case 10: record.memory = memoryScenario(nofile: nofile)
                 default: break
                 }
@@ -314,7 +317,9 @@ public final class SuiteRunner {
                 + "gateway and gwmock sit beside gwbench")
         }
         let mock = try ChildProcess.spawn(
-            name: "gwmock", executable: options.binDir + "/gwmock", arguments: ["--listen", "127.0.0.1:0", "--threads", "1"],
+            // Two profiles for scenario 7: /fail/v1/... answers 500 at once, /ok/v1/... normally.
+            name: "gwmock", executable: options.binDir + "/gwmock",
+            arguments: ["--listen", "127.0.0.1:0", "--threads", "1", "--profile", "fail:status=500", "--profile", "ok"],
             directory: workDir, logPath: workDir + "/gwmock.log")
         gwmock = mock
         mockURL = try mock.waitForURL(timeoutNs: 30_000_000_000)
@@ -406,16 +411,22 @@ public final class SuiteRunner {
 
     // MARK: Scenarios
 
-    func compareOptions(connections: Int, promptBytes: Int, durationNs: UInt64, warmupNs: UInt64, rounds: Int) throws(SuiteError) -> CompareOptions {
+    /// - Parameters:
+    ///   - extra: a scenario's own gateway, compared beside the bare one (and measured for CPU).
+    ///   - apiKey: sent to every target (gwmock and an open-mode gateway ignore it).
+    func compareOptions(connections: Int, promptBytes: Int, durationNs: UInt64, warmupNs: UInt64, rounds: Int,
+                        extra: (name: String, url: String, pid: Int32)? = nil, apiKey: String? = nil) throws(SuiteError) -> CompareOptions {
         let direct: BenchTarget
         var vias: [(name: String, target: BenchTarget)] = []
         do {
             direct = try BenchTarget(parsing: mockURL)
-            for via in viaTargets { vias.append((via.name, try BenchTarget(parsing: via.url))) }
+            let targets = extra.map { [("gateway", gatewayURL), ($0.name, $0.url)] } ?? viaTargets
+            for via in targets { vias.append((via.0, try BenchTarget(parsing: via.1))) }
         } catch {
             throw SuiteError(error.description)
         }
         var spec = RequestSpec()
+        spec.apiKey = apiKey
         spec.promptBytes = promptBytes
         var load = LoadConfig(target: direct, request: spec)
         load.connections = connections
@@ -423,7 +434,7 @@ public final class SuiteRunner {
         load.durationNs = durationNs
         load.warmupNs = warmupNs
         load.pinCPUs = loadCPUs
-        load.observedProcesses = observed
+        load.observedProcesses = observed + (extra.map { [ObservedProcess(name: $0.name, pid: $0.pid)] } ?? [])
         var options = CompareOptions(direct: direct, vias: vias, load: load)
         options.rounds = rounds
         options.probeNs = profile.probeNs
@@ -575,6 +586,154 @@ public final class SuiteRunner {
         }
         sampleMemory("after scenario 5")
         return points
+    }
+
+    // MARK: Scenarios with a gateway of their own (6, 7, 8)
+
+    static let suiteKey = "sk-suite-bench"
+
+    /// The full control layer: a key and a group with limits and budgets far above the load (so every request is
+    /// admitted and the work measured is the bookkeeping), the SQLite audit log and metrics (the admin listener).
+    func policyConfig(mockPort: UInt16) -> String {
+        """
+        server: {listen: ["127.0.0.1:0"], threads: 1}
+        admin: {listen: "127.0.0.1:0", key_env: GWBENCH_ADMIN_KEY}
+        store: {sqlite: \(workDir)/policy-audit.db}
+        providers: [{name: mock, base_url: "http://127.0.0.1:\(mockPort)/v1", max_connections: 256}]
+        models: [{name: gpt-4o-mini, price: {input_per_mtok: 0.15, output_per_mtok: 0.60}, deployments: [{provider: mock}]}]
+        groups:
+          - {name: bench, models: ["gpt-*"], limits: {rpm: 100000000, tpm: 1000000000, concurrency: 10000}, budget: {usd: 1000000, period: monthly}}
+        keys:
+          - {name: bench, key: \(SuiteRunner.suiteKey), groups: [bench], limits: {rpm: 100000000}, budget: {usd: 1000000, period: daily}}
+
+        """
+    }
+
+    /// Runs `body` with a gateway of its own (pinned like the first), then stops it: it must drain and exit 0.
+    func withScenarioGateway<T>(_ name: String, config: String, _ body: (String, Int32) throws(SuiteError) -> T) throws(SuiteError) -> T {
+        let path = workDir + "/\(name).yaml"
+        do { try Files.write(config, to: path) } catch { throw SuiteError(error.description) }
+        let process = try ChildProcess.spawn(
+            name: name, executable: options.binDir + "/gateway", arguments: ["serve", "--config", path],
+            environment: ["GWBENCH_ADMIN_KEY": "gwbench-suite-admin"], directory: workDir, logPath: workDir + "/\(name).log",
+            pin: pin)
+        let url: String
+        do {
+            url = try process.waitForURL(timeoutNs: 30_000_000_000)
+        } catch {
+            _ = process.stop(timeoutNs: 5_000_000_000)
+            throw error
+        }
+        log("\(name) gateway (pid \(process.pid)) at \(url)")
+        let result: T
+        do {
+            result = try body(url, process.pid)
+        } catch {
+            _ = process.stop(timeoutNs: 20_000_000_000)
+            throw error
+        }
+        let status = process.stop(timeoutNs: 20_000_000_000)
+        record(process, status: status)
+        if status != 0 { problems.append("the \(name) gateway exited with status \(status.map(String.init) ?? "none (killed)") after SIGTERM, not 0") }
+        return result
+    }
+
+    var mockPort: UInt16 { (try? BenchTarget(parsing: mockURL).address.port) ?? 0 }
+
+    /// Scenario 6: the bare proxy against the full policy, closed loop, in one interleaved run.
+    func policyScenario() throws(SuiteError) -> [ScenarioPoint] {
+        try withScenarioGateway("policy", config: policyConfig(mockPort: mockPort)) { url, pid throws(SuiteError) in
+            let options = try compareOptions(connections: profile.connections, promptBytes: 300, durationNs: profile.sweepDurationNs,
+                                             warmupNs: profile.pointWarmupNs, rounds: profile.pointRounds,
+                                             extra: ("policy", url, pid), apiKey: SuiteRunner.suiteKey)
+            let outcome = try runCompare("policy", options)
+            log("6 bare vs policy -c \(profile.connections): " + summaryLine(outcome))
+            return [point("policy", parameter: nil, outcome)]
+        }
+    }
+
+    /// Scenario 7: every request's first deployment answers 500 at once and the second serves it, against the plain path.
+    func failoverScenario() throws(SuiteError) -> [ScenarioPoint] {
+        let config = """
+            server: {listen: ["127.0.0.1:0"], threads: 1}
+            providers:
+              - {name: fail, base_url: "http://127.0.0.1:\(mockPort)/fail/v1", max_connections: 256}
+              - {name: ok, base_url: "http://127.0.0.1:\(mockPort)/ok/v1", max_connections: 256}
+            models:
+              - {name: gpt-4o-mini, routing: ordered, deployments: [{provider: fail}, {provider: ok}], cooldown: {failures: 1000000}}
+
+            """
+        return try withScenarioGateway("failover", config: config) { url, pid throws(SuiteError) in
+            let options = try compareOptions(connections: profile.connections, promptBytes: 300, durationNs: profile.sweepDurationNs,
+                                             warmupNs: profile.pointWarmupNs, rounds: profile.pointRounds, extra: ("failover", url, pid))
+            let outcome = try runCompare("failover", options)
+            log("7 plain vs failover -c \(profile.connections): " + summaryLine(outcome))
+            return [point("failover", parameter: nil, outcome)]
+        }
+    }
+
+    /// Scenario 8: a closed-loop flood of requests with an invalid key at the policy gateway: how many rejections per
+    /// second and at what CPU per rejection, and that gwmock received none of them.
+    func keyFloodScenario() throws(SuiteError) -> String {
+        try withScenarioGateway("key-flood", config: policyConfig(mockPort: mockPort)) { url, pid throws(SuiteError) in
+            let before = try mockRequestCount()
+            var spec = RequestSpec()
+            spec.apiKey = "sk-not-a-valid-key-0123456789"
+            let target: BenchTarget
+            do { target = try BenchTarget(parsing: url) } catch { throw SuiteError("\(error)") }
+            var config = LoadConfig(target: target, request: spec)
+            config.connections = profile.connections
+            config.threads = 1
+            config.durationNs = profile.sweepDurationNs
+            config.warmupNs = profile.pointWarmupNs
+            config.pinCPUs = loadCPUs
+            config.observedProcesses = [ObservedProcess(name: "key-flood", pid: pid)]
+            let result: RunResult
+            do { result = try LoadRunner.run(config, name: "key-flood") } catch { throw SuiteError("\(error)") }
+            let reached = try mockRequestCount() - before
+            let rejected = result.stats.statuses[401]
+            let responses = result.stats.counters.responses
+            let cpu = result.processes.first?.cpuNs.flatMap { ns -> Double? in
+                responses > 0 ? Double(ns) / 1000 / Double(responses) : nil
+            }
+            if reached != 0 { problems.append("key flood: \(reached) requests with an invalid key reached gwmock") }
+            let note = "\(Format.fixed(result.rps, 0)) rejections/s (401: \(rejected) of \(responses) responses) "
+                + "from \(profile.connections) connections, \(cpu.map { Format.fixed($0, 1) } ?? "?") µs of gateway CPU per rejection; "
+                + "requests that reached gwmock meanwhile: \(reached)"
+            log("8 key flood: " + note)
+            return note
+        }
+    }
+
+    /// The chat requests gwmock has received (`GET /mock/stats`), read over a plain socket.
+    func mockRequestCount() throws(SuiteError) -> Int {
+        guard let address = try? BenchTarget(parsing: mockURL).address, let (fd, _) = try? Sockets.connect(to: address) else {
+            throw SuiteError("cannot connect to gwmock for /mock/stats")
+        }
+        defer { Posix.close(fd) }
+        var flags = fcntl(fd, F_GETFL)
+        flags &= ~O_NONBLOCK
+        _ = fcntl(fd, F_SETFL, flags)
+        let request = Array("GET /mock/stats HTTP/1.1\r\nhost: gwmock\r\nconnection: close\r\n\r\n".utf8)
+        guard request.withUnsafeBytes({ Glibc.write(fd, $0.baseAddress, $0.count) }) == request.count else {
+            throw SuiteError("cannot write to gwmock")
+        }
+        var response: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 4096)
+        while true {
+            let count = chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
+            if count <= 0 { break }
+            response += chunk[0..<count]
+        }
+        // The chat requests it received, from {"requests":N,...,"by_path":{"/v1/chat/completions":N,... (the stats
+        // request itself counts in "requests", not here).
+        let key = Array("\"/v1/chat/completions\":".utf8)
+        guard let start = (0...max(0, response.count - key.count)).first(where: { response[$0..<min(response.count, $0 + key.count)].elementsEqual(key) }) else {
+            throw SuiteError("gwmock's /mock/stats has no request count")
+        }
+        let digits = response[(start + key.count)...].prefix { $0 >= 0x30 && $0 <= 0x39 }
+        guard let number = Int(String(decoding: digits, as: UTF8.self)) else { throw SuiteError("gwmock's /mock/stats has no request count") }
+        return number
     }
 
     func summaryLine(_ outcome: CompareOutcome) -> String {

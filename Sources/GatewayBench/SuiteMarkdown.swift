@@ -57,6 +57,7 @@ public enum SuiteMarkdown {
             case 1: overhead(scenario, chart: chart, into: &md)
             case 4: sweep(scenario, column: "prompt", into: &md)
             case 5: sweep(scenario, column: "connections", into: &md)
+            case 6, 7: sweep(scenario, column: "path", into: &md)
             case 10: memory(scenario, into: &md)
             default: break
             }

@@ -99,6 +99,8 @@ final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
     /// The picker generation the request was routed under; after a reload its attempts report nothing.
     private var routeGeneration = 0
     private var retryTimerToken: UInt64 = 0
+    /// The last 429's `retry-after`, for the 429 the client gets when no attempt is left.
+    private var lastRetryAfterNs: UInt64 = 0
     private var waitingToRetry = false
     /// What the last failed attempt was, for the final error: status, code and message.
     private var lastFailure: (status: Int, code: StaticCode, message: String)?
@@ -817,7 +819,9 @@ final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
         waitingToRetry = false
         if startAttempt() { return }
         let failure = lastFailure ?? (503, .upstreamUnavailable, "no deployment is available")
-        respondError(failure.status, failure.code, failure.message, close: false)
+        // Every 429 says when to come back: the upstream's wait, or a second.
+        let retryAfter = failure.status == 429 ? "retry-after: \(max(1, (lastRetryAfterNs + 999_999_999) / 1_000_000_000))\r\n" : ""
+        respondError(failure.status, failure.code, failure.message, close: false, extraHeaders: retryAfter)
     }
 
     /// Seconds of a `retry-after` header (delta-seconds; an HTTP date is ignored), in ns; 0 when absent.
@@ -991,6 +995,7 @@ final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
             if status == 429 || status >= 500 {
                 // Nothing has reached the client yet: the next deployment may still answer instead.
                 let retryAfter = status == 429 ? ClientConnection.retryAfterNs(parser) : 0
+                lastRetryAfterNs = retryAfter
                 lastFailure = (status == 429 ? 429 : 502, status == 429 ? .rateLimitExceeded : .upstreamError,
                                "the upstream answered \(status) (\(deployment.labelText), "
                                + "the last of \(attempts) attempts)")
@@ -1061,6 +1066,8 @@ final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
             }
         }
         if chunkedToClient { responseHead.append("transfer-encoding: chunked\r\n") }
+        // Every 429 the client sees says when to come back, even when the provider's did not.
+        if parser.status == 429, parser.value(named: "retry-after") == nil { responseHead.append("retry-after: 1\r\n") }
         appendGatewayHeaders(close: close)
         out.append(responseHead.readPointer, responseHead.readableBytes)
         record.bytesOut += responseHead.readableBytes
@@ -1140,6 +1147,11 @@ final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
             if minorVersion >= 1 { responseHead.append("\r\ntransfer-encoding: chunked") }
         }
         responseHead.append("\r\n")
+        if status == 429 {
+            responseHead.append("retry-after: ")
+            responseHead.append(decimal: Int(max(1, (lastRetryAfterNs + 999_999_999) / 1_000_000_000)))
+            responseHead.append("\r\n")
+        }
         appendGatewayHeaders(close: close)
         out.append(responseHead.readPointer, responseHead.readableBytes)
         record.bytesOut += responseHead.readableBytes

@@ -406,3 +406,17 @@ def test_azure_style_provider_key_header_and_query(start_gateway):
     assert path2 == "/openai/deployments/gpt-4o/chat/completions?trace=1&api-version=2024-10-21"
     assert headers1["api-key"] == gateway.env["MOCK_API_KEY"]
     assert "authorization" not in headers1
+
+
+def test_every_429_carries_retry_after(profiled_mock, start_gateway):
+    # The provider's 429 has no retry-after: passed through after the last attempt, it gains one.
+    mock = profiled_mock("a:status=429", "b:status=429,retry-after=1")
+    gateway = start_gateway(routing_config(mock, ["a", "b"], [
+        model(["a"], retry={"attempts": 2, "backoff_ms": 1}),
+        model(["b"], name="b-model", retry={"attempts": 2, "retry_after_max_ms": 1500}, cooldown={"failures": 100})]))
+    with KeepAliveClient(gateway.url) as client:
+        response = client.chat(None)
+        assert (response.status, response.headers.get("retry-after"), response.headers["x-gateway-attempts"]) == (429, "1", "2")
+        # b says retry-after 1 within the cap: the gateway waits, tries again, and passes the second 429 on.
+        response = client.chat(None, model="b-model")
+        assert (response.status, response.headers.get("retry-after"), response.headers["x-gateway-attempts"]) == (429, "1", "2")
