@@ -32,31 +32,19 @@ gw_ensure_swift
 gw_build_release
 BIN="$GW_BIN"
 for tool in wrk h2load; do command -v "$tool" >/dev/null 2>&1 || gw_die "$tool not found"; done
-TMP="$(mktemp -d)"
-MOCK_PID=""
-cleanup() {
-    if [[ -n "$MOCK_PID" ]]; then kill "$MOCK_PID" 2>/dev/null || true; wait "$MOCK_PID" 2>/dev/null || true; fi
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-
-taskset -c 0 "$BIN/gwmock" --listen 127.0.0.1:0 --threads 1 >"$TMP/mock.out" 2>"$TMP/mock.err" &
-MOCK_PID=$!
-for _ in $(seq 1 100); do grep -q '^listening ' "$TMP/mock.out" && break; sleep 0.1; done
-PORT="$(sed -n 's/^listening http:\/\/127.0.0.1:\([0-9]*\)$/\1/p' "$TMP/mock.out")"
-[[ -n "$PORT" ]] || gw_die "gwmock did not start: $(cat "$TMP/mock.err")"
-URL="http://127.0.0.1:$PORT/v1/chat/completions"
+gw_init_tmp
+TMP="$GW_TMP"
+gw_spawn "$TMP/mock.log" 0 "$TMP" "$BIN/gwmock" --listen 127.0.0.1:0 --threads 1
+URL="$(gw_wait_listening "$TMP/mock.log" "$GW_LAST_PID")/v1/chat/completions"
 BODY="$GW_ROOT/scripts/bench/chat-300.json"
 
-# cpu_of PID: user + sys clock ticks of a process (fields 14 and 15 of /proc/PID/stat).
-cpu_of() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 # run_tool NAME OUTFILE CMD...: runs the tool in the background on CPU 1 and records its CPU ticks at exit.
 run_tool() {
     local out="$1"; shift
     taskset -c 1 "$@" >"$out" 2>&1 &
     local pid=$! ticks=0
     while kill -0 "$pid" 2>/dev/null; do
-        ticks="$(cpu_of "$pid" 2>/dev/null || echo "$ticks")"
+        ticks="$(gw_cpu_ticks "$pid" 2>/dev/null || echo "$ticks")"
         sleep 0.2
     done
     wait "$pid" || gw_warn "$* exited non-zero"

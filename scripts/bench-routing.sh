@@ -34,28 +34,20 @@ gw_install_deps
 gw_ensure_swift
 gw_build_release
 BIN="$GW_BIN"
-TMP="$(mktemp -d)"
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
+gw_init_tmp
+TMP="$GW_TMP"
 
-# Starts "$@" in the background with its stdout in $TMP/$NAME.out and waits for its listening line.
+# start NAME CPU CMD...: starts CMD (stopped on exit by lib.sh), sets NAME_PID and NAME_URL from its listening line.
 start() {
-    local name="$1"; shift
-    "$@" >"$TMP/$name.out" 2>"$TMP/$name.err" &
-    PIDS+=("$!")
-    eval "${name}_PID=$!"
-    for _ in $(seq 1 100); do grep -q '^listening ' "$TMP/$name.out" && return 0; sleep 0.1; done
-    gw_die "$name did not start: $(cat "$TMP/$name.err")"
+    local name="$1" cpu="$2"
+    shift 2
+    gw_spawn "$TMP/$name.log" "$cpu" "$TMP" "$@"
+    printf -v "${name}_PID" '%s' "$GW_LAST_PID"
+    printf -v "${name}_URL" '%s' "$(gw_wait_listening "$TMP/$name.log" "$GW_LAST_PID")"
 }
-port_of() { sed -n 's/^listening http:\/\/127.0.0.1:\([0-9]*\)$/\1/p' "$TMP/$1.out" | head -1; }
 
-start mock taskset -c 1 "$BIN/gwmock" --listen 127.0.0.1:0 --threads 1 --profile fail:status=500 --profile ok
-MOCK="127.0.0.1:$(port_of mock)"
+start mock 1 "$BIN/gwmock" --listen 127.0.0.1:0 --threads 1 --profile fail:status=500 --profile ok
+MOCK="${mock_URL#http://}"
 gateway_config() { # NAME MODEL-YAML
     cat >"$TMP/$1.yaml" <<YAML
 server: {listen: ["127.0.0.1:0"], threads: 1}
@@ -73,14 +65,16 @@ gateway_config translated '{name: gpt-4o-mini, deployments: [{provider: anthropi
 VIAS=()
 PIDARGS=(--pid "direct=$mock_PID")
 for name in plain failover translated; do
-    start "$name" taskset -c 0 "$BIN/gateway" serve --config "$TMP/$name.yaml"
-    VIAS+=(--via "$name=http://127.0.0.1:$(port_of "$name")/v1/chat/completions")
-    PIDARGS+=(--pid "$name=$(eval echo "\$${name}_PID")")
+    start "$name" 0 "$BIN/gateway" serve --config "$TMP/$name.yaml"
+    url="${name}_URL"
+    pid="${name}_PID"
+    VIAS+=(--via "$name=${!url}/v1/chat/completions")
+    PIDARGS+=(--pid "$name=${!pid}")
 done
 if [[ -n "${GW_BASE_BIN:-}" ]]; then
     # The older build reads the plain configuration (no routing fields).
-    start before taskset -c 0 "$GW_BASE_BIN/gateway" serve --config "$TMP/plain.yaml"
-    VIAS+=(--via "before=http://127.0.0.1:$(port_of before)/v1/chat/completions")
+    start before 0 "$GW_BASE_BIN/gateway" serve --config "$TMP/plain.yaml"
+    VIAS+=(--via "before=$before_URL/v1/chat/completions")
     PIDARGS+=(--pid "before=$before_PID")
 fi
 
