@@ -2,8 +2,8 @@
 # gwbench's own ceiling: the same closed-loop load on gwmock from gwbench, wrk and h2load (HTTP/1.1), in
 # interleaved rounds, so that a gateway figure measured with gwbench is known not to be the load generator's limit.
 # Each tool gets 1 thread and the same connections and 300-byte chat body; gwmock runs alone on CPU 0, the tool on
-# CPU 1. Compared: RPS (all three), p50 and p99 (gwbench against wrk; h2load prints no percentiles), and the tool's
-# own CPU per request (user + sys from /proc).
+# CPU 1. Compared: RPS, p50 and p99 (h2load's from its per-request --log-file, so a third tool referees gwbench
+# against wrk), and each tool's own CPU per request (user + sys from /proc).
 #
 # Usage: scripts/bench-gwbench-ceiling.sh [--rounds N] [--duration S] [--connections C] [--out DIR]
 #   Writes DIR/<YYYY-MM-DD>-gwbench-ceiling.md. Environment: GW_BIN_DIR=DIR uses prebuilt binaries.
@@ -59,7 +59,7 @@ for round in $(seq 1 "$ROUNDS"); do
     run_tool "$TMP/gwbench-$round.txt" "$BIN/gwbench" run "$URL" -c "$CONNECTIONS" -t 1 -d "${DURATION}s" --warmup 0s \
         --body "$BODY" --quiet --json "$TMP/gwbench-$round.json"
     run_tool "$TMP/h2load-$round.txt" h2load --h1 -c "$CONNECTIONS" -t 1 -D "$DURATION" -d "$BODY" \
-        -H 'content-type: application/json' "$URL"
+        -H 'content-type: application/json' --log-file="$TMP/h2load-$round.log" "$URL"
 done
 
 DATE="$(date -u +%Y-%m-%d)"
@@ -85,7 +85,10 @@ for r in range(1, rounds + 1):
     rows["gwbench"].append((grps, pct.get(50.0), pct.get(99.0), ticks("gwbench") / hz / (grps * duration) * 1e6))
     h = open(f"{tmp}/h2load-{r}.txt").read()
     hrps = float(re.search(r"finished in [\d.]+\w*, ([\d.]+) req/s", h).group(1))
-    rows["h2load"].append((hrps, None, None, ticks("h2load") / hz / (hrps * duration) * 1e6))
+    # --log-file: start time (µs since the epoch), status, µs until the end of the response; one line per request.
+    times = sorted(int(line.split()[2]) for line in open(f"{tmp}/h2load-{r}.log") if line.strip())
+    hp50, hp99 = (times[len(times) // 2], times[min(len(times) - 1, int(len(times) * 0.99))]) if times else (None, None)
+    rows["h2load"].append((hrps, hp50, hp99, ticks("h2load") / hz / (hrps * duration) * 1e6))
 med = lambda xs: statistics.median([x for x in xs if x is not None]) if any(x is not None for x in xs) else None
 fmt = lambda x, f="%.0f": "–" if x is None else f % x
 print(f"| tool | RPS (median) | RPS min–max | p50 µs | p99 µs | tool CPU µs/request |")
@@ -99,10 +102,12 @@ g, w, h = medians["gwbench"], medians["wrk"], medians["h2load"]
 print()
 print(f"Ratios of the medians: gwbench ÷ wrk RPS {g[0] / w[0]:.3f}, p50 {g[1] / w[1]:.3f}, p99 {g[2] / w[2]:.3f}; "
       f"gwbench ÷ h2load RPS {g[0] / h[0]:.3f}.")
-paired = lambda i, other: statistics.median(rows["gwbench"][r][i] / rows[other][r][i] for r in range(rounds))
+paired = lambda i, other: statistics.median(rows["gwbench"][r][i] / rows[other][r][i] for r in range(rounds)
+                                            if rows[other][r][i])
 print()
 print(f"Medians of the per-round ratios (each round's runs are back to back): gwbench ÷ wrk RPS {paired(0, 'wrk'):.3f}, "
-      f"p50 {paired(1, 'wrk'):.3f}, p99 {paired(2, 'wrk'):.3f}; gwbench ÷ h2load RPS {paired(0, 'h2load'):.3f}.")
+      f"p50 {paired(1, 'wrk'):.3f}, p99 {paired(2, 'wrk'):.3f}; gwbench ÷ h2load RPS {paired(0, 'h2load'):.3f}, "
+      f"p50 {paired(1, 'h2load'):.3f}, p99 {paired(2, 'h2load'):.3f}.")
 print()
 print("Per round (RPS, p50 µs, p99 µs, CPU µs/request):")
 print()
@@ -115,7 +120,7 @@ PY
     echo "The same load on gwmock (1 thread, alone on CPU 0) from three load generators, each with 1 thread on CPU 1,"
     echo "$CONNECTIONS keep-alive connections, the 300-byte chat body (scripts/bench/chat-300.json), ${DURATION} s per run,"
     echo "$ROUNDS interleaved rounds (wrk, gwbench, h2load) after a 2 s warm-up. wrk's percentiles are its --latency"
-    echo "figures; gwbench's are its closed-loop percentiles (HdrHistogram); h2load prints none."
+    echo "figures; gwbench's are its closed-loop percentiles (HdrHistogram); h2load's are computed from its per-request log."
     echo
     cat "$TMP/summary.md"
     echo
