@@ -74,7 +74,8 @@ for r in range(1, rounds + 1):
     ticks = lambda name: float(open(f"{tmp}/{name}-{r}.txt.cpu").read() or 0)
     w = open(f"{tmp}/wrk-{r}.txt").read()
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", w).group(1))
-    p50 = us(re.search(r"50%\s+(\S+)", w).group(1)); p99 = us(re.search(r"99%\s+(\S+)", w).group(1))
+    # The --latency distribution lines ("     50%  331.00us"), not a percentage inside the thread stats.
+    p50 = us(re.search(r"^\s+50%\s+(\S+)", w, re.M).group(1)); p99 = us(re.search(r"^\s+99%\s+(\S+)", w, re.M).group(1))
     rows["wrk"].append((rps, p50, p99, ticks("wrk") / hz / (rps * duration) * 1e6))
     g = json.load(open(f"{tmp}/gwbench-{r}.json"))
     stats = {s["id"]: s for s in g["results"][0]["statistics"]}
