@@ -75,12 +75,7 @@ enum MockRender {
     // MARK: Bodies
 
     static func chatCompletion(_ out: inout ByteBuffer, _ e: Echo) {
-        out.append("{\"id\":\"chatcmpl-mock")
-        out.append(decimal: e.sequence)
-        out.append("\",\"object\":\"chat.completion\",\"created\":")
-        out.append(decimal: e.created)
-        out.append(",\"model\":\"")
-        appendModel(&out, e)
+        chatCompletionPrefix(&out, e)
         out.append("\",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":\"")
         tokens(&out, e.chunks)
         out.append("\",\"refusal\":null,\"annotations\":[]},\"logprobs\":null,\"finish_reason\":\"stop\"}],\"usage\":{\"prompt_tokens\":")
@@ -132,10 +127,7 @@ enum MockRender {
 
     /// An Anthropic `message`.
     static func anthropicMessage(_ out: inout ByteBuffer, _ e: Echo) {
-        out.append("{\"id\":\"msg_mock")
-        out.append(decimal: e.sequence)
-        out.append("\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"")
-        appendModel(&out, e)
+        anthropicMessagePrefix(&out, e)
         out.append("\",\"content\":[{\"type\":\"text\",\"text\":\"")
         tokens(&out, e.chunks)
         out.append("\"}],\"stop_reason\":\"end_turn\",\"stop_sequence\":null,\"usage\":{\"input_tokens\":")
@@ -331,12 +323,7 @@ enum MockRender {
     }
 
     static func chatToolCompletion(_ out: inout ByteBuffer, _ e: Echo) {
-        out.append("{\"id\":\"chatcmpl-mock")
-        out.append(decimal: e.sequence)
-        out.append("\",\"object\":\"chat.completion\",\"created\":")
-        out.append(decimal: e.created)
-        out.append(",\"model\":\"")
-        appendModel(&out, e)
+        chatCompletionPrefix(&out, e)
         out.append("\",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"id\":\"call_mock")
         out.append(decimal: e.sequence)
         out.append("\",\"type\":\"function\",\"function\":{\"name\":\"")
@@ -349,10 +336,7 @@ enum MockRender {
     }
 
     static func anthropicToolMessage(_ out: inout ByteBuffer, _ e: Echo) {
-        out.append("{\"id\":\"msg_mock")
-        out.append(decimal: e.sequence)
-        out.append("\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"")
-        appendModel(&out, e)
+        anthropicMessagePrefix(&out, e)
         out.append("\",\"content\":[{\"type\":\"tool_use\",\"id\":\"toolu_mock")
         out.append(decimal: e.sequence)
         out.append("\",\"name\":\"")
@@ -408,6 +392,24 @@ enum MockRender {
     }
 
     // MARK: Pieces
+
+    /// `{"id":"chatcmpl-mockN","object":"chat.completion","created":T,"model":"M` (the string still open).
+    private static func chatCompletionPrefix(_ out: inout ByteBuffer, _ e: Echo) {
+        out.append("{\"id\":\"chatcmpl-mock")
+        out.append(decimal: e.sequence)
+        out.append("\",\"object\":\"chat.completion\",\"created\":")
+        out.append(decimal: e.created)
+        out.append(",\"model\":\"")
+        appendModel(&out, e)
+    }
+
+    /// `{"id":"msg_mockN","type":"message","role":"assistant","model":"M` (the string still open).
+    private static func anthropicMessagePrefix(_ out: inout ByteBuffer, _ e: Echo) {
+        out.append("{\"id\":\"msg_mock")
+        out.append(decimal: e.sequence)
+        out.append("\",\"type\":\"message\",\"role\":\"assistant\",\"model\":\"")
+        appendModel(&out, e)
+    }
 
     @inline(__always)
     private static func appendModel(_ out: inout ByteBuffer, _ e: Echo) {
