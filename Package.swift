@@ -39,7 +39,7 @@ let package = Package(
         .systemLibrary(name: "COpenSSL", pkgConfig: "openssl", providers: [.apt(["libssl-dev"])]),
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
 
-        .target(name: "GatewayIO", dependencies: ["CShims"], swiftSettings: swiftSettings),
+        .target(name: "GatewayIO", dependencies: ["CShims", "COpenSSL"], swiftSettings: swiftSettings),
         .target(name: "GatewayHTTP", dependencies: ["GatewayIO"], swiftSettings: swiftSettings),
         .target(name: "GatewayConfig", dependencies: ["Yams"], swiftSettings: swiftSettings),
         .target(

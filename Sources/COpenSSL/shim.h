@@ -22,3 +22,12 @@ static inline long COpenSSL_SSL_CTX_set_mode(SSL_CTX *ctx, long mode) {
 static inline long COpenSSL_SSL_CTX_set_session_cache_mode(SSL_CTX *ctx, long mode) {
     return SSL_CTX_set_session_cache_mode(ctx, mode);
 }
+
+/// SSL_OP_NO_RENEGOTIATION and SSL_OP_NO_COMPRESSION are SSL_OP_BIT expressions Swift cannot import.
+static inline uint64_t COpenSSL_SSL_OP_NO_RENEGOTIATION(void) {
+    return SSL_OP_NO_RENEGOTIATION;
+}
+
+static inline uint64_t COpenSSL_SSL_OP_NO_COMPRESSION(void) {
+    return SSL_OP_NO_COMPRESSION;
+}

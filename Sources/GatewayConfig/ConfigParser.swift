@@ -130,6 +130,7 @@ final class ConfigParser {
         var names: [(String, String)] = []
         let allowed = [
             "name", "kind", "base_url", "api_key_env", "api_key_header", "query", "protocol", "max_connections", "health_check",
+            "ca_file", "insecure_skip_verify",
         ]
         for (node, path) in items {
             guard let f = fields(node, at: path, allowed: allowed) else { continue }
@@ -178,6 +179,17 @@ final class ConfigParser {
                     fail(f.path("protocol"), "h2c is cleartext and needs an http base_url (use h2 for https)")
                 default: break
                 }
+            }
+            provider.caFile = string(f, "ca_file")
+            provider.insecureSkipVerify = boolean(f, "insecure_skip_verify") ?? false
+            if urlIsValid && !provider.tls {
+                if f["ca_file"] != nil { fail(f.path("ca_file"), "needs an https base_url") }
+                if f["insecure_skip_verify"] != nil { fail(f.path("insecure_skip_verify"), "needs an https base_url") }
+            } else if provider.insecureSkipVerify {
+                if f["ca_file"] != nil { fail(f.path("ca_file"), "has no use with insecure_skip_verify: true") }
+                warnings.append(.init(
+                    field: f.path("insecure_skip_verify"),
+                    message: "the upstream's certificate and host name are not verified"))
             }
             provider.maxConnections = int(f, "max_connections", atLeast: 1) ?? provider.maxConnections
             if let h = section(f, "health_check", allowed: ["path", "interval_ms", "timeout_ms"]) {

@@ -245,6 +245,10 @@ public struct ProviderSettings: Sendable, Equatable {
     public var apiKeyHeader: String?
     /// A query string added to every upstream request (Azure-style `api-version=2024-10-21`), without the '?'.
     public var query: String?
+    /// https only: the PEM CA bundle that verifies the upstream; nil: the system's CAs.
+    public var caFile: String?
+    /// https only: accept any certificate and host name (logged as a warning at load).
+    public var insecureSkipVerify = false
 
     public init(
         name: String,

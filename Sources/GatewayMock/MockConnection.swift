@@ -39,6 +39,9 @@ final class MockConnection: EventHandler, TimerTarget {
     private unowned let context: MockLoopContext
     private let loop: EventLoop
     private let fd: Int32
+    /// Set on a TLS listener; the handshake runs before the first request is read.
+    private let tls: TLSStream?
+    private var tlsFailed = false
     private var registration = Registration.none
     private var state = State.idle
 
@@ -79,8 +82,10 @@ final class MockConnection: EventHandler, TimerTarget {
     private var groups = 0
     private var stopAfter = Int.max
 
-    init(fd: Int32, context: MockLoopContext) {
+    init(fd: Int32, context: MockLoopContext, tls: TLSContext? = nil) {
         self.fd = fd
+        self.tls = tls.flatMap { try? TLSStream(server: $0, fd: fd) }
+        tlsFailed = tls != nil && self.tls == nil
         self.context = context
         self.loop = context.loop
         model = .allocate(byteCount: MockLimits.maxModelBytes, alignment: 1)
@@ -92,6 +97,25 @@ final class MockConnection: EventHandler, TimerTarget {
 
     func start() {
         registration = loop.register(fd: fd, interest: Interest.read, handler: self)
+        if tlsFailed { closeNow() }
+    }
+
+    /// One handshake step; true once it is done and requests may be read.
+    private func handshake(_ tls: TLSStream) -> Bool {
+        switch tls.handshake() {
+        case .done:
+            context.stats.tlsHandshakes += 1
+            if tls.sessionReused { context.stats.tlsResumed += 1 }
+            loop.setInterest(registration, Interest.read)
+            return true
+        case .wantRead:
+            loop.setInterest(registration, Interest.read)
+        case .wantWrite:
+            loop.setInterest(registration, Interest.write)
+        case .failed:
+            closeNow()
+        }
+        return false
     }
 
     // MARK: Events
@@ -101,6 +125,14 @@ final class MockConnection: EventHandler, TimerTarget {
             // Reset, or both directions shut: nothing more can be written.
             closeNow()
             return
+        }
+        if let tls, !tls.handshakeComplete {
+            guard handshake(tls) else { return }
+            if tls.hasBufferedInput { onReadable() }
+        }
+        if events & EventBits.writable != 0 && tls?.readWantsWrite == true {
+            onReadable()
+            guard state != .closed else { return }
         }
         if events & EventBits.writable != 0 && wantsWrite {
             onWritable()
@@ -129,6 +161,13 @@ final class MockConnection: EventHandler, TimerTarget {
     }
 
     private func onReadable() {
+        // OpenSSL may hold decrypted bytes the socket no longer signals: read until it holds none.
+        repeat {
+            readOnce()
+        } while tls?.hasBufferedInput == true && state != .closed && !readPaused && !peerClosedInput
+    }
+
+    private func readOnce() {
         if peerClosedInput { return }
         if !input.isAllocated { loop.buffers.attachSmall(&input) }
         if input.writableBytes == 0 && !makeRoom() {
@@ -139,7 +178,12 @@ final class MockConnection: EventHandler, TimerTarget {
         }
         let result: IOResult<Int>
         do {
-            result = try Posix.read(fd, input.writePointer, input.writableBytes)
+            if let tls {
+                result = try tls.read(input.writePointer, input.writableBytes)
+                if tls.readWantsWrite { updateInterest() }
+            } else {
+                result = try Posix.read(fd, input.writePointer, input.writableBytes)
+            }
         } catch {
             closeNow()
             return
@@ -191,7 +235,7 @@ final class MockConnection: EventHandler, TimerTarget {
     private func updateInterest() {
         var interest = Interest.none
         if !peerClosedInput && !readPaused { interest |= Interest.read }
-        if wantsWrite { interest |= Interest.write }
+        if wantsWrite || tls?.readWantsWrite == true { interest |= Interest.write }
         loop.setInterest(registration, interest)
     }
 
@@ -213,7 +257,12 @@ final class MockConnection: EventHandler, TimerTarget {
     private func sendOut() -> Bool {
         while out.readableBytes > 0 {
             do {
-                switch try Posix.send(fd, out.readPointer, out.readableBytes) {
+                let result = if let tls {
+                    try tls.write(out.readPointer, out.readableBytes)
+                } else {
+                    try Posix.send(fd, out.readPointer, out.readableBytes)
+                }
+                switch result {
                 case .processed(let count): out.readerIndex += count
                 case .wouldBlock: return false
                 }
@@ -809,11 +858,13 @@ final class MockConnection: EventHandler, TimerTarget {
         guard state != .closed else { return }
         var option = linger(l_onoff: 1, l_linger: 0)
         _ = setsockopt(fd, SOL_SOCKET, SO_LINGER, &option, socklen_t(MemoryLayout<linger>.size))
-        closeNow()
+        closeNow(notifyPeer: false)
     }
 
-    private func closeNow() {
+    /// `notifyPeer`: a TLS connection sends close_notify first (not when faking a reset).
+    private func closeNow(notifyPeer: Bool = true) {
         guard state != .closed else { return }
+        if notifyPeer { tls?.shutdown() }
         state = .closed
         timerArmed = false
         token &+= 1

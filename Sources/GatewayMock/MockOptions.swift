@@ -27,7 +27,7 @@ public struct MockOptions: Sendable {
     /// Checks the values; the message names the flag.
     func validate() throws(MockServer.StartupError) {
         func fail(_ text: String) -> MockServer.StartupError { MockServer.StartupError(description: text) }
-        if tlsCert != nil || tlsKey != nil { throw fail("--tls-cert/--tls-key: TLS arrives with the TLS issue") }
+        if (tlsCert == nil) != (tlsKey == nil) { throw fail("--tls-cert and --tls-key go together") }
         guard threads >= 1, threads <= 1024 else { throw fail("--threads must be between 1 and 1024") }
         guard latencyMs >= 0, ttftMs >= 0, itlMs >= 0 else { throw fail("--latency-ms, --ttft-ms and --itl-ms must be >= 0") }
         guard chunks >= 0, chunks <= MockLimits.maxChunks else { throw fail("--chunks must be between 0 and \(MockLimits.maxChunks)") }

@@ -13,7 +13,7 @@ public final class MockServer {
 
     private let options: MockOptions
 
-    /// - Throws: `StartupError` when an option is out of range, or TLS is asked for.
+    /// - Throws: `StartupError` when an option is out of range.
     public init(options: MockOptions) throws(StartupError) {
         try options.validate()
         self.options = options
@@ -32,6 +32,14 @@ public final class MockServer {
         } catch {
             throw StartupError(description: "--listen: \(error)")
         }
+        var tls: TLSContext?
+        if let cert = options.tlsCert, let key = options.tlsKey {
+            do {
+                tls = try TLSContext.server(certificateFile: cert, keyFile: key, alpn: [.http11])
+            } catch {
+                throw StartupError(description: "--tls-cert/--tls-key: \(error)")
+            }
+        }
         let shared = MockShared(options: options)
         var bound = address
         for context in shared.contexts {
@@ -43,10 +51,10 @@ public final class MockServer {
             }
             context.listener = Acceptor(fd: fd, loop: context.loop) { [unowned context] client, _ in
                 context.stats.connections += 1
-                MockConnection(fd: client, context: context).start()
+                MockConnection(fd: client, context: context, tls: tls).start()
             }
         }
-        printLine("listening http://\(bound)")
+        printLine("listening \(tls == nil ? "http" : "https")://\(bound)")
         let threads = shared.contexts.map { $0.loop.startThread() }
         waitForShutdown(signalFD)
         for context in shared.contexts {

@@ -9,6 +9,9 @@ import Synchronization
 final class ThreadStats {
     var requests = 0
     var connections = 0
+    /// TLS handshakes completed, and how many of them resumed a session.
+    var tlsHandshakes = 0
+    var tlsResumed = 0
     var byPath = [Int](repeating: 0, count: MockEndpoint.allCases.count)
     var models = ModelCounts()
     /// Requests per profile, by the thread's profile index; `profileNames` names them.
@@ -24,7 +27,8 @@ final class ThreadStats {
         var profiles: [String: Int] = [:]
         for (index, count) in byProfile.enumerated() where index < profileNames.count { profiles[profileNames[index]] = count }
         return StatsSnapshot(
-            requests: requests, connections: connections, byPath: byPath, byModel: models.dictionary(), byProfile: profiles)
+            requests: requests, connections: connections, tlsHandshakes: tlsHandshakes, tlsResumed: tlsResumed,
+            byPath: byPath, byModel: models.dictionary(), byProfile: profiles)
     }
 }
 
@@ -100,6 +104,8 @@ struct ModelCounts {
 struct StatsSnapshot: Sendable {
     var requests = 0
     var connections = 0
+    var tlsHandshakes = 0
+    var tlsResumed = 0
     var byPath = [Int](repeating: 0, count: MockEndpoint.allCases.count)
     var byModel: [String: Int] = [:]
     var byProfile: [String: Int] = [:]
@@ -107,12 +113,14 @@ struct StatsSnapshot: Sendable {
     mutating func add(_ other: StatsSnapshot) {
         requests += other.requests
         connections += other.connections
+        tlsHandshakes += other.tlsHandshakes
+        tlsResumed += other.tlsResumed
         for i in byPath.indices { byPath[i] += other.byPath[i] }
         byModel.merge(other.byModel, uniquingKeysWith: +)
         byProfile.merge(other.byProfile, uniquingKeysWith: +)
     }
 
-    /// `{"requests":N,"connections":N,"by_path":{…},"by_model":{…},"by_profile":{…}}`. Every known path appears, 0 or not;
+    /// `{"requests":N,"connections":N,"by_path":{…},"by_model":{…},"by_profile":{…},"tls":{"handshakes":N,"resumed":N}}`. Every known path appears, 0 or not;
     /// model names are sorted. Names are echoed as the requests spelled them, escapes included.
     func json() -> [UInt8] {
         var text = "{\"requests\":\(requests),\"connections\":\(connections),\"by_path\":{"
@@ -130,7 +138,7 @@ struct StatsSnapshot: Sendable {
             if index > 0 { text += "," }
             text += "\"\(name)\":\(byProfile[name]!)"
         }
-        text += "}}"
+        text += "},\"tls\":{\"handshakes\":\(tlsHandshakes),\"resumed\":\(tlsResumed)}}"
         return Array(text.utf8)
     }
 }

@@ -31,6 +31,8 @@ final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
     private let loop: EventLoop
     private let fd: Int32
     private let peer: SocketAddress
+    /// Set on a tls:// listener; the handshake runs before the first request is read.
+    private let tls: TLSStream?
     private var registration = Registration.none
     private(set) var state = State.idle
 
@@ -137,9 +139,10 @@ final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
     /// The peer's address for audit records: made for the connection's first one, then shared by the others.
     private lazy var peerHostText = String(decoding: UnsafeRawBufferPointer(start: peerHost, count: peerHostCount), as: UTF8.self)
 
-    init(fd: Int32, peer: SocketAddress, context: LoopContext) {
+    init(fd: Int32, peer: SocketAddress, context: LoopContext, tls: TLSStream? = nil) {
         self.fd = fd
         self.peer = peer
+        self.tls = tls
         self.context = context
         self.loop = context.loop
         requestID = .allocate(byteCount: 128, alignment: 1)
@@ -155,12 +158,45 @@ final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
 
     func start() {
         registration = loop.register(fd: fd, interest: Interest.read, handler: self)
-        deadline = loop.now + context.config.idleTimeoutNs
+        // A TLS handshake must finish within the header timeout.
+        deadline = loop.now + (tls == nil ? context.config.idleTimeoutNs : context.config.headerTimeoutNs)
     }
+
+    /// One handshake step; true once it is done and requests may be read. A failed handshake closes this
+    /// connection only, and is not an error of the gateway's.
+    private func handshake(_ tls: TLSStream) -> Bool {
+        switch tls.handshake() {
+        case .done:
+            loop.setInterest(registration, Interest.read)
+            deadline = loop.now + context.config.idleTimeoutNs
+            return true
+        case .wantRead:
+            loop.setInterest(registration, Interest.read)
+        case .wantWrite:
+            loop.setInterest(registration, Interest.write)
+        case .failed:
+            closeNow()
+        }
+        return false
+    }
+
+    /// Nothing queued or staged for the client.
+    private var outputDrained: Bool { out.isEmpty && tls?.hasStagedOutput != true }
 
     // MARK: Events
 
     func handleEvent(_ events: UInt32) {
+        if let tls {
+            if !tls.handshakeComplete {
+                guard handshake(tls) else { return }
+                if tls.hasBufferedInput { onReadable() }
+                return
+            }
+            if events & EventBits.writable != 0 && tls.readWantsWrite {
+                onReadable()
+                guard state != .closed else { return }
+            }
+        }
         if events & EventBits.writable != 0 && wantsWrite {
             onWritable()
             guard state != .closed else { return }
@@ -176,7 +212,7 @@ final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
             return
         }
         switch state {
-        case .idle where now > deadline && out.isEmpty:
+        case .idle where now > deadline && outputDrained:
             closeNow()
         case .readingHead where now > deadline, .readingBody where now > deadline:
             respondError(408, .requestTimeout, "the request was not received within the timeout", close: true)
@@ -204,10 +240,17 @@ final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
     /// Shutdown: close now when idle, otherwise after the response in flight.
     func drain() {
         draining = true
-        if state == .idle && out.isEmpty && input.readableBytes == 0 { closeNow() }
+        if state == .idle && outputDrained && input.readableBytes == 0 && tls?.handshakeComplete != false { closeNow() }
     }
 
     private func onReadable() {
+        // OpenSSL may hold decrypted bytes the socket no longer signals: read until it holds none.
+        repeat {
+            readOnce()
+        } while tls?.hasBufferedInput == true && state != .closed && !readPaused && !peerClosedInput
+    }
+
+    private func readOnce() {
         if peerClosedInput { return }
         if !input.isAllocated { loop.buffers.attachSmall(&input) }
         let readingIntoBody = bodyMode == .heapLength && (state == .readingBody || (state == .proxying && streamingBody))
@@ -240,11 +283,13 @@ final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
         }
         let result: IOResult<Int>
         do {
-            if readingIntoBody {
-                let wanted = contentLength - body.writerIndex
-                result = try Posix.read(fd, body.writePointer, wanted)
+            let (into, wanted) = readingIntoBody
+                ? (body.writePointer, contentLength - body.writerIndex) : (input.writePointer, input.writableBytes)
+            if let tls {
+                result = try tls.read(into, wanted)
+                if tls.readWantsWrite { updateInterest() }
             } else {
-                result = try Posix.read(fd, input.writePointer, input.writableBytes)
+                result = try Posix.read(fd, into, wanted)
             }
         } catch {
             closeNow()
@@ -261,7 +306,7 @@ final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
                 // Half-close: answer the request in flight, then close.
                 updateInterest()
             default:
-                if out.isEmpty { closeNow() } else { closeAfterFlush = true; updateInterest() }
+                if outputDrained { closeNow() } else { closeAfterFlush = true; updateInterest() }
             }
             return
         }
@@ -310,13 +355,14 @@ final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
     private func updateInterest() {
         var interest = Interest.none
         if !peerClosedInput && !readPaused { interest |= Interest.read }
-        if wantsWrite { interest |= Interest.write }
+        if wantsWrite || tls?.readWantsWrite == true { interest |= Interest.write }
         loop.setInterest(registration, interest)
     }
 
     /// Writes what is queued. Returns true when all of it went out.
     private func flush() -> Bool {
-        switch out.flush(to: fd) {
+        let result = if let tls { out.flush(through: tls) } else { out.flush(to: fd) }
+        switch result {
         case .done:
             if wantsWrite {
                 wantsWrite = false
@@ -347,7 +393,7 @@ final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
             switch state {
             case .idle, .readingHead:
                 // Pipelined requests wait until the previous response has gone out.
-                guard out.isEmpty, !closeAfterFlush, input.readableBytes > 0 else { return }
+                guard outputDrained, !closeAfterFlush, input.readableBytes > 0 else { return }
                 switch parser.parseRequest(input.readPointer, input.readableBytes) {
                 case .incomplete:
                     if state == .idle {
@@ -1488,6 +1534,7 @@ final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
             waitingForUpstream = false
             pool?.cancelWait(self)
         }
+        if tls?.handshakeComplete == true && closeAfterFlush { tls?.shutdown() }
         loop.deregisterAndClose(registration)
         out.removeAll()
         loop.buffers.release(&input)

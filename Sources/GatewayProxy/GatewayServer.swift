@@ -25,6 +25,8 @@ public final class GatewayServer {
     private var admin: AdminServer?
     /// The admin listener's address, once started.
     public private(set) var adminAddress: SocketAddress?
+    /// For each address `start()` returned: true when it is a tls:// listener.
+    public private(set) var boundTLS: [Bool] = []
     /// SIGTERM, SIGINT and SIGHUP arrive here, blocked in every thread (they are blocked before the first
     /// thread, the audit writer's, starts), so no signal can kill a thread mid-write.
     private let signalFD: Int32
@@ -45,8 +47,8 @@ public final class GatewayServer {
 
     /// Binds, prints the `listening` lines, serves until SIGTERM/SIGINT, drains, and returns the exit code.
     public func run() throws -> Int32 {
-        for address in try start() {
-            printLine("listening http://\(address)")
+        for (address, tls) in zip(try start(), boundTLS) {
+            printLine("listening \(tls ? "https" : "http")://\(address)")
         }
         if let adminAddress { printLine("admin http://\(adminAddress)") }
         waitForSignals()
@@ -58,13 +60,20 @@ public final class GatewayServer {
     /// Binds every listener and starts the reactor threads and the admin listener; returns the bound
     /// addresses of the client API. For embedding (benchmarks, tests); `run()` is the process entry point.
     public func start() throws -> [SocketAddress] {
-        var addresses: [SocketAddress] = []
+        var addresses: [(SocketAddress, tls: Bool)] = []
         if let listenOverride {
-            addresses.append(try parseListen(listenOverride))
+            addresses.append((try parseListen(listenOverride), false))
         } else {
             for listen in configuration.server.listen {
-                if listen.tls { throw StartupError(description: "server.listen: tls:// listeners arrive with the TLS issue") }
-                addresses.append(try parseListen(listen.hostPort))
+                addresses.append((try parseListen(listen.hostPort), listen.tls))
+            }
+        }
+        var serverTLS: TLSContext?
+        if addresses.contains(where: { $0.tls }), let files = configuration.server.tls {
+            do {
+                serverTLS = try TLSContext.server(certificateFile: files.cert, keyFile: files.key, alpn: [.http11])
+            } catch {
+                throw StartupError(description: "server.tls: \(error)")
             }
         }
         for warning in configuration.warnings { Log.warning("\(warning.field): \(warning.message)") }
@@ -77,7 +86,8 @@ public final class GatewayServer {
             contexts.append(control.makeContext(loop: loop))
         }
         var bound: [SocketAddress] = []
-        for address in addresses {
+        for (address, tls) in addresses {
+            let listenerTLS = tls ? serverTLS : nil
             var current = address
             for context in contexts {
                 let (fd, actual): (Int32, SocketAddress)
@@ -89,10 +99,20 @@ public final class GatewayServer {
                 current = actual
                 context.listeners.append(Acceptor(fd: fd, loop: context.loop) { [unowned context] client, peer in
                     context.clientCount += 1
-                    ClientConnection(fd: client, peer: peer, context: context).start()
+                    if let listenerTLS {
+                        guard let stream = try? TLSStream(server: listenerTLS, fd: client) else {
+                            Posix.close(client)
+                            context.clientCount -= 1
+                            return
+                        }
+                        ClientConnection(fd: client, peer: peer, context: context, tls: stream).start()
+                    } else {
+                        ClientConnection(fd: client, peer: peer, context: context).start()
+                    }
                 })
             }
             bound.append(current)
+            boundTLS.append(tls)
         }
         if let settings = configuration.admin {
             let server = AdminServer(settings: settings, backend: control)

@@ -172,6 +172,10 @@ public struct ProviderRoute: Sendable {
     public let query: [UInt8]
     /// `api_key_header`, lowercase; empty when the key goes in the kind's standard header.
     public let keyHeaderName: [UInt8]
+    /// https: the client context (CAs, verification, ALPN) every thread's connections share; nil for http.
+    public let tls: TLSContext?
+    /// The name for SNI and the certificate check: base_url's host.
+    public let tlsHost: String
 
     struct ProviderError: Error, CustomStringConvertible {
         let description: String
@@ -181,8 +185,17 @@ public struct ProviderRoute: Sendable {
         name = settings.name
         kind = settings.kind
         maxConnections = settings.maxConnections
-        guard !settings.tls else {
-            throw ProviderError(description: "providers[\(settings.name)].base_url: https upstreams arrive with the TLS issue")
+        tlsHost = settings.host
+        if settings.tls {
+            do {
+                tls = try TLSContext.client(
+                    caFile: settings.caFile, verifyPeer: !settings.insecureSkipVerify, alpn: [.http11])
+            } catch {
+                let field = settings.caFile == nil ? "base_url" : "ca_file"
+                throw ProviderError(description: "providers[\(settings.name)].\(field): \(error)")
+            }
+        } else {
+            tls = nil
         }
         address = try Resolver.resolve(host: settings.host, port: settings.port)
         let defaultPort = settings.tls ? 443 : 80

@@ -18,10 +18,12 @@ public enum UpstreamFailure: Sendable {
     case responseTimeout
     /// The response was not valid HTTP: 502.
     case badResponse(StaticString)
+    /// The TLS handshake failed (bad certificate, wrong host name, no common protocol): 502, with OpenSSL's reason.
+    case tlsFailed(String)
 
     var status: Int {
         switch self {
-        case .failed, .connectFailed, .badResponse: 502
+        case .failed, .connectFailed, .badResponse, .tlsFailed: 502
         case .connectTimeout: 503
         case .responseTimeout: 504
         }
@@ -29,7 +31,7 @@ public enum UpstreamFailure: Sendable {
 
     var code: StaticCode {
         switch self {
-        case .failed, .connectFailed, .badResponse: .upstreamError
+        case .failed, .connectFailed, .badResponse, .tlsFailed: .upstreamError
         case .connectTimeout: .upstreamUnavailable
         case .responseTimeout: .upstreamTimeout
         }
@@ -43,13 +45,14 @@ public enum UpstreamFailure: Sendable {
         case .connectTimeout: "no upstream connection could be made within the connect timeout"
         case .responseTimeout: "the upstream did not respond within the response timeout"
         case .badResponse(let text): "the upstream sent an invalid response: \(text)"
+        case .tlsFailed(let reason): "the TLS handshake with the upstream failed: \(reason)"
         }
     }
 
     /// The retry class of the failure (`models[].retry.on`).
     var retryCondition: RetryCondition {
         switch self {
-        case .connectFailed, .connectTimeout: .connect_error
+        case .connectFailed, .connectTimeout, .tlsFailed: .connect_error
         case .responseTimeout: .timeout
         case .failed, .badResponse: .reset
         }
@@ -99,13 +102,15 @@ protocol UpstreamExchange: AnyObject {
 final class UpstreamConnection: EventHandler {
     static let maxRequestsPerConnection = 10_000
 
-    enum State { case connecting, idle, writing, awaitingHead, readingBody, closed }
+    enum State { case connecting, handshaking, idle, writing, awaitingHead, readingBody, closed }
 
     // Strong: after a reload, connections in flight keep their old pool alive until they close.
     let pool: UpstreamPool
     let loop: EventLoop
     private(set) var state = State.connecting
     private var fd: Int32 = -1
+    /// https providers: the TLS session over `fd`, made once TCP is connected.
+    private var tls: TLSStream?
     private var registration = Registration.none
     private var exchange: (any UpstreamExchange)?
     private var input = ByteBuffer()
@@ -167,9 +172,34 @@ final class UpstreamConnection: EventHandler {
     }
 
     private func connected() {
+        if let context = pool.route.tls, tls == nil {
+            do {
+                tls = try TLSStream(client: context, fd: fd, host: pool.route.tlsHost, slot: pool.tlsSession)
+            } catch {
+                fail(.tlsFailed(error.description))
+                return
+            }
+            state = .handshaking
+            continueHandshake()
+            return
+        }
         state = .writing
         loop.setInterest(registration, Interest.read)
         exchange?.upstreamReady(self)
+    }
+
+    private func continueHandshake() {
+        guard let tls else { return }
+        switch tls.handshake() {
+        case .done:
+            connected()
+        case .wantRead:
+            loop.setInterest(registration, Interest.read)
+        case .wantWrite:
+            loop.setInterest(registration, Interest.write)
+        case .failed(let reason):
+            fail(.tlsFailed(reason))
+        }
     }
 
     /// Writes what the exchange queued in `out`, then waits for the response.
@@ -184,7 +214,8 @@ final class UpstreamConnection: EventHandler {
     }
 
     private func flushOut() {
-        switch out.flush(to: fd) {
+        let result = if let tls { out.flush(through: tls) } else { out.flush(to: fd) }
+        switch result {
         case .done:
             if wantsWrite {
                 wantsWrite = false
@@ -213,18 +244,27 @@ final class UpstreamConnection: EventHandler {
             }
             return
         }
-        if events & EventBits.writable != 0, wantsWrite {
-            flushOut()
+        if state == .handshaking {
+            continueHandshake()
+            return
+        }
+        if events & EventBits.writable != 0, wantsWrite || tls?.readWantsWrite == true {
+            if wantsWrite { flushOut() }
             guard state != .closed else { return }
+            if tls?.readWantsWrite == true { readAvailable() }
         }
         if events & (EventBits.readable | EventBits.readHangup | EventBits.error | EventBits.hangup) != 0 {
+            readAvailable()
+        }
+        // OpenSSL may hold decrypted bytes the socket no longer signals.
+        while let tls, tls.hasBufferedInput, !paused, state == .awaitingHead || state == .readingBody {
             readAvailable()
         }
     }
 
     func tick(now: UInt64) {
         switch state {
-        case .connecting where now > deadline:
+        case .connecting where now > deadline, .handshaking where now > deadline:
             fail(.connectTimeout)
         case .writing where now > deadline, .awaitingHead where now > deadline:
             fail(.responseTimeout)
@@ -239,7 +279,12 @@ final class UpstreamConnection: EventHandler {
 
     private func readAvailable() {
         if state == .idle {
-            // An idle keep-alive connection turned readable: the server closed it or sent junk.
+            // An idle keep-alive connection turned readable: the server closed it or sent junk, unless it is a
+            // late TLS message (a session ticket) that yields no bytes.
+            if let tls {
+                var byte: UInt8 = 0
+                if case .wouldBlock? = try? tls.read(&byte, 1), !tls.readWantsWrite { return }
+            }
             close()
             return
         }
@@ -254,7 +299,12 @@ final class UpstreamConnection: EventHandler {
         }
         let result: IOResult<Int>
         do {
-            result = try Posix.read(fd, input.writePointer, input.writableBytes)
+            if let tls {
+                result = try tls.read(input.writePointer, input.writableBytes)
+                if tls.readWantsWrite { loop.setInterest(registration, Interest.readWrite) }
+            } else {
+                result = try Posix.read(fd, input.writePointer, input.writableBytes)
+            }
         } catch {
             handleBrokenConnection(errno: error.errno)
             return
@@ -275,6 +325,8 @@ final class UpstreamConnection: EventHandler {
         switch state {
         case .connecting:
             fail(.connectFailed(errno: code == 0 ? ECONNREFUSED : code))
+        case .handshaking:
+            fail(.tlsFailed(tls?.failureReason ?? "errno \(code)"))
         case .writing, .awaitingHead:
             fail(.failed(errno: code, retryable: isReused && !receivedResponseBytes))
         case .readingBody:

@@ -8,6 +8,8 @@ final class UpstreamPool {
     private var idle: [UpstreamConnection] = []
     private(set) var openCount = 0
     private var waiters: [any UpstreamExchange] = []
+    /// https: the session a new connection resumes (this thread's latest for this provider).
+    let tlsSession = TLSSessionSlot()
 
     init(route: ProviderRoute, context: LoopContext) {
         self.route = route

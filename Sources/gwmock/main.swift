@@ -43,10 +43,10 @@ struct GWMock: ParsableCommand {
         valueName: "NAME:SETTINGS"))
     var profile: [String] = []
 
-    @Option(help: "TLS certificate (not yet supported).")
+    @Option(help: "TLS certificate chain (PEM): serve HTTPS.")
     var tlsCert: String?
 
-    @Option(help: "TLS private key (not yet supported).")
+    @Option(help: "TLS private key (PEM), with --tls-cert.")
     var tlsKey: String?
 
     func run() throws {

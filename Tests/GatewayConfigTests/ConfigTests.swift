@@ -347,6 +347,29 @@ private let full = """
         #expect(Set(fields(bad)) == ["providers[0].api_key_header", "providers[0].query"])
     }
 
+    @Test func upstreamTLSSettings() throws {
+        let good = """
+            providers:
+              - {name: a, base_url: "https://api.example.com/v1", ca_file: /etc/ssl/ca.pem}
+              - {name: b, base_url: "https://127.0.0.1:9443/v1", insecure_skip_verify: true}
+            models:
+              - {name: m, deployments: [{provider: a}, {provider: b}]}
+            """
+        let configuration = try GatewayConfiguration.parse(yaml: good, environment: [:])
+        #expect(configuration.providers[0].caFile == "/etc/ssl/ca.pem")
+        #expect(configuration.providers[0].insecureSkipVerify == false)
+        #expect(configuration.providers[1].insecureSkipVerify)
+        #expect(configuration.warnings.map(\.field) == ["providers[1].insecure_skip_verify"])
+        let bad = """
+            providers:
+              - {name: a, base_url: "http://127.0.0.1:9000/v1", ca_file: ca.pem, insecure_skip_verify: false}
+              - {name: b, base_url: "https://127.0.0.1:9443/v1", ca_file: ca.pem, insecure_skip_verify: true}
+            models:
+              - {name: m, deployments: [{provider: a}, {provider: b}]}
+            """
+        #expect(Set(fields(bad)) == ["providers[0].ca_file", "providers[0].insecure_skip_verify", "providers[1].ca_file"])
+    }
+
     @Test func keyWithTwoSourcesOrNone() {
         let yaml = minimal + """
 
