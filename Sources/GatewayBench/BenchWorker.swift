@@ -142,9 +142,18 @@ final class BenchWorker: @unchecked Sendable, PreciseTimerTarget {
         connections.reserveCapacity(count)
         ready.reserveCapacity(count)
         let scanEvents = config.request.stream
+        var tls: BenchTLS?
+        if config.target.tls {
+            do {
+                let context = try TLSContext.client(caFile: nil, verifyPeer: !config.insecure, alpn: [.http11])
+                tls = BenchTLS(context: context, host: config.target.host, session: TLSSessionSlot())
+            } catch {
+                Log.error("gwbench: \(error)")
+            }
+        }
         for _ in 0..<count {
             connections.append(BenchConnection(
-                worker: self, loop: loop, request: request, address: config.target.address,
+                worker: self, loop: loop, request: request, address: config.target.address, tls: tls,
                 timeoutNs: config.timeoutNs, scanEvents: scanEvents, openLoop: schedule != nil, stats: stats))
         }
         if schedule != nil { pacer = PreciseTimer(loop: loop, target: self) }

@@ -26,6 +26,8 @@ public struct LoadConfig: Sendable {
     public var progress = false
     /// Processes whose CPU use (/proc/PID/stat) is measured over the window, by name.
     public var observedProcesses: [ObservedProcess] = []
+    /// https targets: accept any certificate (a self-signed mock).
+    public var insecure = false
 
     public init(target: BenchTarget, request: RequestSpec) {
         self.target = target

@@ -46,6 +46,8 @@ struct LoadOptions: ParsableArguments {
     var pid: [String] = []
     @Option(help: "A note on where things run (pinning, cores), recorded in the JSON.")
     var arrangement: String?
+    @Flag(help: "https targets: accept any certificate (a self-signed mock).")
+    var insecure = false
 
     func config(target: BenchTarget, progress: Bool) throws -> LoadConfig {
         var spec = RequestSpec()
@@ -67,6 +69,7 @@ struct LoadOptions: ParsableArguments {
         var config = LoadConfig(target: target, request: spec)
         config.connections = connections
         config.streamsPerConnection = streams
+        config.insecure = insecure
         config.threads = threads
         if let duration {
             guard let ns = Durations.parse(duration) else { throw ValidationError("-d '\(duration)': expected e.g. 5s or 500ms") }

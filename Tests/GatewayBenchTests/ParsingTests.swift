@@ -13,7 +13,11 @@ import Testing
         #expect(try BenchTarget(parsing: "http://127.0.0.1:9000").path == "/v1/chat/completions")
         #expect(try BenchTarget(parsing: "http://127.0.0.1:9000/").path == "/v1/chat/completions")
         #expect(try BenchTarget(parsing: "http://localhost:81/v1/embeddings").path == "/v1/embeddings")
-        #expect(throws: BenchTarget.ParseError.self) { try BenchTarget(parsing: "https://127.0.0.1:1") }
+        let secure = try BenchTarget(parsing: "https://127.0.0.1:8443/v1/models")
+        #expect(secure.tls && !plain.tls)
+        #expect(secure.host == "127.0.0.1" && secure.address.port == 8443 && secure.path == "/v1/models")
+        #expect(secure.description == "https://127.0.0.1:8443/v1/models")
+        #expect(try BenchTarget(parsing: "https://[::1]:8443").host == "::1")
         #expect(throws: BenchTarget.ParseError.self) { try BenchTarget(parsing: "http://127.0.0.1") }
     }
 

@@ -128,6 +128,33 @@ def test_gwmock_serves_https(tls_mock, certs: Path):
     assert stats["tls"]["handshakes"] == 3
 
 
+def test_gwbench_over_https(tls_mock, certs: Path, tmp_path: Path):
+    mock = tls_mock()
+    report = tmp_path / "run.json"
+    run = subprocess.run(
+        [str(executable("gwbench")), "run", mock.url, "-c", "2", "-n", "500", "--warmup", "100ms", "--insecure",
+         "--json", str(report)],
+        capture_output=True, timeout=120, text=True,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "https://" in run.stdout and "0 connect, 0 reset, 0 timeout" in run.stdout, run.stdout
+    counters = json.loads(report.read_text())["results"][0]["counters"]
+    statuses = {c["name"]: c["value"] for c in counters}
+    assert statuses.get("status_200") == 500, counters
+    stats = mock.stats()
+    assert stats["by_path"]["/v1/chat/completions"] == statuses["requests_sent_total"] == statuses["responses_total"]
+    # Two connections, two handshakes (plus the stats request's own): no reconnect storm from session tickets.
+    assert stats["tls"]["handshakes"] == 3, stats
+
+    # Without --insecure the mock's test CA is not trusted: every connect fails, and says why.
+    refused = subprocess.run(
+        [str(executable("gwbench")), "run", mock.url, "-c", "1", "-d", "300ms", "--warmup", "0s"],
+        capture_output=True, timeout=60, text=True,
+    )
+    assert "certificate verify failed" in refused.stderr
+    assert "0 responses" in refused.stdout
+
+
 # The gateway's tls:// listener
 
 
