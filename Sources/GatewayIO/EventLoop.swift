@@ -223,6 +223,9 @@ public final class EventLoop: @unchecked Sendable {
     /// Asks the loop to return from `run()` after the current iteration. Call on the loop's thread.
     public func stop() { running = false }
 
+    /// False once `stop()` was called.
+    public var isRunning: Bool { running }
+
     /// Runs until `stop()`. Call on the thread that owns the loop.
     public func run() {
         running = true

@@ -148,12 +148,25 @@ public final class TLSSessionSlot {
         if let session { SSL_SESSION_free(session) }
     }
 
+    /// How many sessions servers have handed over so far.
+    public private(set) var sessionsStored = 0
+
     fileprivate func store(_ new: OpaquePointer) {
         if let session { SSL_SESSION_free(session) }
         session = new
+        sessionsStored += 1
     }
 
     fileprivate var current: OpaquePointer? { session }
+
+    /// True once a server has sent a resumable session.
+    public var hasSession: Bool { session != nil }
+
+    /// Forgets the session: the next connection makes a full handshake.
+    public func clear() {
+        if let session { SSL_SESSION_free(session) }
+        session = nil
+    }
 }
 
 /// One TLS connection over a nonblocking socket the caller owns. OpenSSL reads and writes the socket itself; this
@@ -219,6 +232,9 @@ public final class TLSStream {
     }
 
     deinit {
+        // Freed without a close_notify exchange, OpenSSL would mark the current session not resumable, and that is
+        // the session the slot keeps: a connection that ends abruptly (idle close, reset) must not spoil it.
+        if handshakeComplete { SSL_set_shutdown(ssl, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN) }
         SSL_free(ssl)
         staged.deallocate()
     }

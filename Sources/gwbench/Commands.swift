@@ -5,7 +5,7 @@ struct GWBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "gwbench",
         abstract: "The gateway's load generator: closed and open loop HTTP/1.1 load, HdrHistogram latencies.",
-        subcommands: [RunCommand.self, CompareCommand.self, SuiteCommand.self, CheckCommand.self])
+        subcommands: [RunCommand.self, CompareCommand.self, SuiteCommand.self, CheckCommand.self, HandshakesCommand.self])
 }
 
 /// The load options `run` and `compare` share.

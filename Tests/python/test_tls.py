@@ -155,6 +155,27 @@ def test_gwbench_over_https(tls_mock, certs: Path, tmp_path: Path):
     assert "0 responses" in refused.stdout
 
 
+@pytest.mark.parametrize("resume", [False, True])
+def test_gwbench_handshakes(tls_mock, tmp_path: Path, resume: bool):
+    mock = tls_mock()
+    report = tmp_path / "handshakes.json"
+    args = [str(executable("gwbench")), "handshakes", mock.url, "-c", "4", "-d", "500ms", "--warmup", "100ms",
+            "--insecure", "--pid", f"gwmock={mock.process.proc.pid}", "--json", str(report)]
+    run = subprocess.run(args + (["--resume"] if resume else []), capture_output=True, timeout=60, text=True)
+    assert run.returncode == 0, run.stdout + run.stderr
+    figures = json.loads(report.read_text())
+    assert figures["failures"] == 0 and figures["handshakes"] > 20, figures
+    assert figures["resumed"] == (figures["handshakes"] if resume else 0), figures
+    assert figures["cpu_us_per_handshake"]["gwmock"] > 0
+    # The server agrees: it completed at least the measured handshakes (warm-up ones too), resumed as many.
+    tls = mock.stats()["tls"]
+    assert tls["handshakes"] >= figures["handshakes"]
+    if resume:
+        assert tls["resumed"] >= figures["resumed"]
+    else:
+        assert tls["resumed"] == 0
+
+
 # The gateway's tls:// listener
 
 
