@@ -14,6 +14,9 @@ import GatewayIO
 /// the connection is idle. A body that fits in a large chunk (80 KiB) is scanned where it lies; a longer
 /// one is counted as it passes and only its first 64 KiB are kept for the `model` and `stream` lookup.
 /// Nothing is allocated per request.
+///
+/// A connection whose first bytes are the HTTP/2 client preface (h2c with prior knowledge) is handed to a
+/// `MockH2Connection`, and this object only forwards its events.
 final class MockConnection: EventHandler, TimerTarget, MockStatsWaiter, MockEventWriter {
     enum State {
         case idle, readingHead, readingBody
@@ -79,6 +82,11 @@ final class MockConnection: EventHandler, TimerTarget, MockStatsWaiter, MockEven
     private var groups = 0
     private var stopAfter = Int.max
 
+    /// No request has been parsed yet: the first bytes may still be the HTTP/2 client preface.
+    private var mayBeH2 = true
+    /// The HTTP/2 connection this socket was handed to; every event goes to it.
+    private var h2: MockH2Connection?
+
     init(fd: Int32, context: MockLoopContext) {
         self.fd = fd
         self.context = context
@@ -97,6 +105,10 @@ final class MockConnection: EventHandler, TimerTarget, MockStatsWaiter, MockEven
     // MARK: Events
 
     func handleEvent(_ events: UInt32) {
+        if let h2 {
+            h2.handleEvent(events)
+            return
+        }
         if events & (EventBits.error | EventBits.hangup) != 0 {
             // Reset, or both directions shut: nothing more can be written.
             closeNow()
@@ -158,7 +170,29 @@ final class MockConnection: EventHandler, TimerTarget, MockStatsWaiter, MockEven
         }
         input.writerIndex += count
         readNs = loop.now
+        if mayBeH2 {
+            switch MockH2Connection.preface(in: input) {
+            case .match:
+                handOffToH2()
+                return
+            case .partial:
+                return
+            case .mismatch:
+                mayBeH2 = false
+            }
+        }
         drive()
+    }
+
+    /// HTTP/2 with prior knowledge: the socket, its registration and the bytes read so far go to a
+    /// `MockH2Connection`. This object stays registered only to forward the events.
+    private func handOffToH2() {
+        let connection = MockH2Connection(fd: fd, registration: registration, context: context, input: input, readNs: readNs)
+        input = ByteBuffer()
+        parser.reset()
+        state = .closed
+        h2 = connection
+        connection.start()
     }
 
     /// Frees space at the end of the read buffer. False when there is none to free.
@@ -359,6 +393,7 @@ final class MockConnection: EventHandler, TimerTarget, MockStatsWaiter, MockEven
 
     /// The head is parsed: count it, read the `x-mock-*` headers, and get ready for the body.
     private func beginRequest() {
+        mayBeH2 = false
         (plan, profileUpdate) = context.beginRequest(method: parser.method, target: parser.bytes(parser.target), receivedNs: readNs)
         plan.keepAlive = parser.keepAlive
         plan.minorVersion = parser.minorVersion
