@@ -1,7 +1,7 @@
 // swift-tools-version:6.1
 // The gateway, its mock provider and its load generator.
 // Data flow, by target: CShims/COpenSSL/CNghttp2 (C) → GatewayIO (reactor, sockets, buffers)
-// → GatewayHTTP (HTTP/1.1 codec) → GatewayProxy (connections, upstream pools, forwarding);
+// → GatewayHTTP (HTTP/1.1 codec, HTTP/2 sessions on nghttp2) → GatewayProxy (connections, upstream pools, forwarding);
 // GatewayConfig holds the YAML schema; GatewayJSON the JSON reader and writer; GatewayTranslate rewrites
 // OpenAI ⇄ Anthropic bodies; GatewayMock and GatewayBench are the test-side products.
 import PackageDescription
@@ -40,7 +40,7 @@ let package = Package(
         .systemLibrary(name: "CSQLite", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
 
         .target(name: "GatewayIO", dependencies: ["CShims", "COpenSSL"], swiftSettings: swiftSettings),
-        .target(name: "GatewayHTTP", dependencies: ["GatewayIO"], swiftSettings: swiftSettings),
+        .target(name: "GatewayHTTP", dependencies: ["GatewayIO", "CNghttp2"], swiftSettings: swiftSettings),
         .target(name: "GatewayConfig", dependencies: ["Yams"], swiftSettings: swiftSettings),
         .target(
             name: "GatewayProxy",

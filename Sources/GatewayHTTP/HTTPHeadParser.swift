@@ -201,7 +201,7 @@ public final class HTTPHeadParser {
         return nil
     }
 
-    static func classifyMethod(_ pointer: UnsafeRawPointer, _ count: Int) -> HTTPMethod {
+    public static func classifyMethod(_ pointer: UnsafeRawPointer, _ count: Int) -> HTTPMethod {
         func equals(_ text: StaticString) -> Bool {
             count == text.utf8CodeUnitCount && memcmpEqual(pointer, UnsafeRawPointer(text.utf8Start), count)
         }

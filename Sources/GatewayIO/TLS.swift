@@ -215,8 +215,11 @@ public final class TLSStream {
             // SSL_set1_host matches DNS names and IP addresses alike against the certificate.
             guard SSL_set1_host(ssl, host) == 1 else { throw TLSError.drainQueue("SSL_set1_host \(host)") }
         }
-        if let session = slot.current {
-            _ = SSL_set_session(ssl, session)
+        // A copy: OpenSSL marks a TLS 1.3 session used once as not resumable, and the slot's session must stay
+        // offerable by every other connection that starts before a fresh ticket replaces it.
+        if let session = slot.current, let copy = SSL_SESSION_dup(session) {
+            _ = SSL_set_session(ssl, copy)
+            SSL_SESSION_free(copy)
         }
         _ = SSL_set_ex_data(ssl, 0, Unmanaged.passUnretained(slot).toOpaque())
     }

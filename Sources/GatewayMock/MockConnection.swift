@@ -14,7 +14,10 @@ import GatewayIO
 /// the connection is idle. A body that fits in a large chunk (80 KiB) is scanned where it lies; a longer
 /// one is counted as it passes and only its first 64 KiB are kept for the `model` and `stream` lookup.
 /// Nothing is allocated per request.
-final class MockConnection: EventHandler, TimerTarget {
+///
+/// A connection whose first bytes are the HTTP/2 client preface (h2c with prior knowledge) is handed to a
+/// `MockH2Connection`, and this object only forwards its events.
+final class MockConnection: EventHandler, TimerTarget, MockStatsWaiter, MockEventWriter {
     enum State {
         case idle, readingHead, readingBody
         /// A timer (latency) or the stats gather will start the response.
@@ -82,6 +85,11 @@ final class MockConnection: EventHandler, TimerTarget {
     private var groups = 0
     private var stopAfter = Int.max
 
+    /// No request has been parsed yet: the first bytes may still be the HTTP/2 client preface.
+    private var mayBeH2 = true
+    /// The HTTP/2 connection this socket was handed to; every event goes to it.
+    private var h2: MockH2Connection?
+
     init(fd: Int32, context: MockLoopContext, tls: TLSContext? = nil) {
         self.fd = fd
         self.tls = tls.flatMap { try? TLSStream(server: $0, fd: fd) }
@@ -121,6 +129,10 @@ final class MockConnection: EventHandler, TimerTarget {
     // MARK: Events
 
     func handleEvent(_ events: UInt32) {
+        if let h2 {
+            h2.handleEvent(events)
+            return
+        }
         if events & (EventBits.error | EventBits.hangup) != 0 {
             // Reset, or both directions shut: nothing more can be written.
             closeNow()
@@ -202,7 +214,29 @@ final class MockConnection: EventHandler, TimerTarget {
         }
         input.writerIndex += count
         readNs = loop.now
+        if mayBeH2 && tls == nil {  // over TLS, HTTP/2 comes by ALPN (not yet offered)
+            switch MockH2Connection.preface(in: input) {
+            case .match:
+                handOffToH2()
+                return
+            case .partial:
+                return
+            case .mismatch:
+                mayBeH2 = false
+            }
+        }
         drive()
+    }
+
+    /// HTTP/2 with prior knowledge: the socket, its registration and the bytes read so far go to a
+    /// `MockH2Connection`. This object stays registered only to forward the events.
+    private func handOffToH2() {
+        let connection = MockH2Connection(fd: fd, registration: registration, context: context, input: input, readNs: readNs)
+        input = ByteBuffer()
+        parser.reset()
+        state = .closed
+        h2 = connection
+        connection.start()
     }
 
     /// Frees space at the end of the read buffer. False when there is none to free.
@@ -408,24 +442,8 @@ final class MockConnection: EventHandler, TimerTarget {
 
     /// The head is parsed: count it, read the `x-mock-*` headers, and get ready for the body.
     private func beginRequest() {
-        let stats = context.stats
-        plan = context.defaults
-        plan.receivedNs = readNs
-        var target = parser.bytes(parser.target)
-        profileUpdate = nil
-        if parser.method == .post, MockConnection.startsWith(target, "/mock/profiles/") {
-            profileUpdate = MockConnection.parseProfileUpdate(target)
-        } else if let (profile, index, rest) = context.profile(for: target) {
-            profile.apply(to: &plan)
-            plan.profile = index
-            stats.countProfile(index)
-            target = rest
-        }
-        plan.endpoint = MockEndpoint.classify(target)
-        stats.requests += 1
-        stats.byPath[plan.endpoint.rawValue] += 1
-        plan.methodMatches = parser.method == plan.endpoint.method
-        plan.isHead = parser.method == .head
+        mayBeH2 = false
+        (plan, profileUpdate) = context.beginRequest(method: parser.method, target: parser.bytes(parser.target), receivedNs: readNs)
         plan.keepAlive = parser.keepAlive
         plan.minorVersion = parser.minorVersion
         plan.readHeaders(parser)
@@ -509,21 +527,7 @@ final class MockConnection: EventHandler, TimerTarget {
         case .none:
             plan.bodyBytes = 0
         }
-        modelCount = 0
-        if plan.endpoint.isModelAPI && plan.methodMatches && body.count > 0 {
-            let fields = JSONFieldScanner.scan(body)
-            if let range = fields.model {
-                copyModel(UnsafeRawBufferPointer(rebasing: body[range]))
-                context.stats.models.increment(UnsafeRawBufferPointer(start: model, count: modelCount))
-            }
-            plan.stream = fields.stream ?? false
-            if let options = fields.streamOptions {
-                plan.includeUsage = BodyScanner.includeUsage(UnsafeRawBufferPointer(rebasing: body[options]))
-            }
-            if plan.endpoint == .embeddings {
-                plan.inputCount = min(BodyScanner.inputCount(body), MockLimits.maxEmbeddingInputs)
-            }
-        }
+        modelCount = MockRequestBody.scan(body, plan: &plan, model: model, stats: context.stats)
         if bodyMode == .inInput { input.readerIndex += bodyLength }
         if input.readableBytes == 0 { input.clear() }
         loop.buffers.release(&kept)
@@ -531,73 +535,33 @@ final class MockConnection: EventHandler, TimerTarget {
         respond()
     }
 
-    /// Copies the model name, cut to `maxModelBytes` at an escape and character boundary when longer.
-    private func copyModel(_ bytes: UnsafeRawBufferPointer) {
-        var count = bytes.count
-        if count > MockLimits.maxModelBytes {
-            var offset = 0
-            while offset < count {
-                var unit = 1
-                if bytes[offset] == UInt8(ascii: "\\") {
-                    unit = offset + 1 < count && bytes[offset + 1] == UInt8(ascii: "u") ? 6 : 2
-                }
-                if offset + unit > MockLimits.maxModelBytes { break }
-                offset += unit
-            }
-            while offset > 0 && bytes[offset] & 0xC0 == 0x80 { offset -= 1 }
-            count = offset
-        }
-        if count > 0 { model.copyMemory(from: bytes.baseAddress!, byteCount: count) }
-        modelCount = count
-    }
-
-    /// Decides the response: local endpoints, faults, `--fail-rate`, then the latency wait.
+    /// Answers as `MockLoopContext.decide` says.
     private func respond() {
-        let endpoint = plan.endpoint
-        if let update = profileUpdate {
-            profileUpdate = nil
+        let update = profileUpdate
+        profileUpdate = nil
+        switch context.decide(&plan, profileUpdate: update) {
+        case .profileUpdate(let update):
             answerProfileUpdate(update)
-            return
-        }
-        if endpoint == .other {
-            writeError(404, "no such endpoint")
+        case .error(let status, let message):
+            writeError(status, message)
             finishRequest()
-            return
-        }
-        guard plan.methodMatches else {
-            writeError(405, "method not allowed on this endpoint")
-            finishRequest()
-            return
-        }
-        if endpoint == .mockStats {
+        case .stats:
             startStats()
-            return
-        }
-        if endpoint.isModelAPI {
-            plan.sequence = context.nextSequence()
-            if plan.status == 0 && context.pickedToFail() { plan.status = context.failStatus }
-            switch plan.fault {
-            case .reset:
-                resetNow()
-                return
-            case .stall:
-                state = .stalled
-                return
-            case .none, .closeMidBody:
-                break
-            }
-        }
-        if plan.latencyNs > 0 {
+        case .reset:
+            resetNow()
+        case .stall:
+            state = .stalled
+        case .wait(let latencyNs):
             state = .waiting
-            arm(at: loop.now + plan.latencyNs)
-            return
+            arm(at: loop.now + latencyNs)
+        case .respond:
+            startResponse()
         }
-        startResponse()
     }
 
     /// Writes the response now that any latency has passed.
     private func startResponse() {
-        let status = plan.status == 0 ? 200 : plan.status
+        let status = plan.responseStatus
         if status >= 400 {
             writeError(status, "mock error")
             finishRequest()
@@ -607,48 +571,18 @@ final class MockConnection: EventHandler, TimerTarget {
             startStream(status)
             return
         }
-        let echo = self.echo
-        switch plan.endpoint {
-        case .chatCompletions where plan.toolCall:
-            writeResponse(status, contentType: "application/json", estimate: 1024 + modelCount) { out in
-                MockRender.chatToolCompletion(&out, echo)
+        if MockRender.hasBody(plan.endpoint) {
+            let plan = self.plan
+            let echo = self.echo
+            writeResponse(status, contentType: "application/json", estimate: MockRender.bodyEstimate(plan, modelCount: modelCount)) { out in
+                MockRender.body(&out, plan, echo)
             }
-        case .messages where plan.toolCall:
-            writeResponse(status, contentType: "application/json", estimate: 1024 + modelCount) { out in
-                MockRender.anthropicToolMessage(&out, echo)
-            }
-        case .chatCompletions:
-            writeResponse(status, contentType: "application/json", estimate: 1024 + modelCount + 4 * plan.chunks) { out in
-                MockRender.chatCompletion(&out, echo)
-            }
-        case .completions:
-            writeResponse(status, contentType: "application/json", estimate: 512 + modelCount + 4 * plan.chunks) { out in
-                MockRender.textCompletion(&out, echo)
-            }
-        case .embeddings:
-            let estimate = 256 + modelCount + MockRender.embeddingBytesPerInput * plan.inputCount
-            writeResponse(status, contentType: "application/json", estimate: estimate) { out in
-                MockRender.embeddings(&out, echo)
-            }
-        case .messages:
-            writeResponse(status, contentType: "application/json", estimate: 512 + modelCount + 4 * plan.chunks) { out in
-                MockRender.anthropicMessage(&out, echo)
-            }
-        case .models:
-            writeResponse(status, contentType: "application/json", estimate: MockRender.modelList.utf8CodeUnitCount) { out in
-                out.append(MockRender.modelList)
-            }
-        case .mockStats, .health, .other:
-            break
         }
         finishRequest()
     }
 
     private var echo: Echo {
-        Echo(
-            model: UnsafeRawBufferPointer(start: model, count: modelCount), sequence: plan.sequence,
-            created: context.createdSeconds, prompt: plan.promptTokens, completion: plan.completionTokens,
-            chunks: plan.chunks, inputs: plan.inputCount)
+        plan.echo(model: model, modelCount: modelCount, created: context.createdSeconds)
     }
 
     /// The response is queued: get ready for the next request.
@@ -687,7 +621,7 @@ final class MockConnection: EventHandler, TimerTarget {
             &out, status: status, contentType: "text/event-stream", framing: chunkedOut ? .chunked : .untilClose,
             receivedNs: plan.receivedNs, connection: connectionHeader)
         group = 0
-        groups = plan.toolCall && plan.endpoint != .completions ? MockRender.toolFragments + 1 : max(plan.chunks, 1)
+        groups = MockStream.groupCount(plan)
         stopAfter = plan.fault == .closeMidBody ? max(1, groups / 2) : Int.max
         state = .streaming
         if plan.ttftNs > 0 { arm(at: loop.now + plan.ttftNs) }
@@ -718,68 +652,16 @@ final class MockConnection: EventHandler, TimerTarget {
         }
     }
 
-    /// Writes the events of group `index`: its content delta, with the stream's opening events before the
-    /// first and its closing events after the last. Each event is one HTTP chunk.
+    /// Writes the events of group `index` (see `MockStream`). Each event is one HTTP chunk.
     private func emitGroup(_ index: Int) {
-        reserveOut(4096 + 8 * modelCount)
-        let echo = self.echo
-        let first = index == 0
-        let last = index == groups - 1
-        let content = plan.chunks > 0
-        switch plan.endpoint {
-        case .chatCompletions where plan.toolCall:
-            event { MockRender.chatToolChunk(&$0, echo, index: index) }
-            if last {
-                event { MockRender.chatToolFinish(&$0, echo) }
-                if plan.includeUsage { event { MockRender.chatFinish(&$0, echo, part: 1) } }
-                event { MockRender.done(&$0) }
-            }
-        case .messages where plan.toolCall:
-            if first {
-                event { MockRender.anthropicMessageStart(&$0, echo) }
-                event { MockRender.anthropicToolBlockStart(&$0, echo) }
-            } else {
-                event { MockRender.anthropicToolDelta(&$0, fragment: index - 1) }
-            }
-            if last {
-                event { $0.append(MockRender.anthropicBlockStop) }
-                event { MockRender.anthropicToolMessageDelta(&$0, echo) }
-                event { $0.append(MockRender.anthropicMessageStop) }
-            }
-        case .chatCompletions:
-            if content { event { MockRender.chatChunk(&$0, echo, index: index) } }
-            if last {
-                event { MockRender.chatFinish(&$0, echo, part: 0) }
-                if plan.includeUsage { event { MockRender.chatFinish(&$0, echo, part: 1) } }
-                event { MockRender.done(&$0) }
-            }
-        case .completions:
-            if content { event { MockRender.completionChunk(&$0, echo, index: index) } }
-            if last {
-                event { MockRender.completionChunk(&$0, echo, index: -1) }
-                if plan.includeUsage { event { MockRender.completionChunk(&$0, echo, index: -2) } }
-                event { MockRender.done(&$0) }
-            }
-        case .messages:
-            if first {
-                event { MockRender.anthropicMessageStart(&$0, echo) }
-                event { $0.append(MockRender.anthropicBlockStart) }
-            }
-            if content { event { MockRender.anthropicDelta(&$0, index: index) } }
-            if last {
-                event { $0.append(MockRender.anthropicBlockStop) }
-                event { MockRender.anthropicMessageDelta(&$0, echo) }
-                event { $0.append(MockRender.anthropicMessageStop) }
-            }
-        default:
-            break
-        }
-        if last && chunkedOut && stopAfter > groups { out.append("0\r\n\r\n") }
+        reserveOut(MockStream.groupBytes(modelCount: modelCount))
+        MockStream.emitGroup(index, of: groups, plan: plan, echo: echo, into: self)
+        if index == groups - 1 && chunkedOut && stopAfter > groups { out.append("0\r\n\r\n") }
     }
 
     /// Appends one SSE event, framed as its own HTTP chunk when the response is chunked.
     @inline(__always)
-    private func event(_ render: (inout ByteBuffer) -> Void) {
+    func event(_ render: (inout ByteBuffer) -> Void) {
         if chunkedOut {
             let start = out.beginChunk()
             render(&out)
@@ -791,43 +673,11 @@ final class MockConnection: EventHandler, TimerTarget {
 
     // MARK: Stats
 
-    private static func startsWith(_ bytes: UnsafeRawBufferPointer, _ prefix: StaticString) -> Bool {
-        bytes.count >= prefix.utf8CodeUnitCount && memcmp(bytes.baseAddress!, prefix.utf8Start, prefix.utf8CodeUnitCount) == 0
-    }
-
-    /// The profile a `POST /mock/profiles/NAME?key=value&...` target describes.
-    private static func parseProfileUpdate(_ target: UnsafeRawBufferPointer) -> Result<MockProfile, MockProfile.ParseError> {
-        let text = String(decoding: target.dropFirst("/mock/profiles/".utf8.count), as: UTF8.self)
-        let parts = text.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)
-        do throws(MockProfile.ParseError) {
-            return .success(try MockProfile(
-                name: String(parts[0]), settings: parts.count > 1 ? String(parts[1]) : "", separator: "&"))
-        } catch {
-            return .failure(error)
-        }
-    }
-
     /// Sets the profile for every thread and answers with it, or answers 400 naming the bad setting.
     private func answerProfileUpdate(_ update: Result<MockProfile, MockProfile.ParseError>) {
-        switch update {
-        case .success(let profile):
-            context.shared?.profiles.set(profile)
-            writeResponse(200, contentType: "application/json", estimate: 128) { out in
-                out.append("{\"profile\":\"")
-                out.append(Array(profile.name.utf8))
-                out.append("\",\"status\":")
-                out.append(decimal: profile.status)
-                out.append("}")
-            }
-        case .failure(let error):
-            let message = error.description
-            writeResponse(400, contentType: "application/json", estimate: 256 + message.utf8.count) { out in
-                out.append("{\"error\":{\"message\":\"")
-                for byte in message.utf8 where byte != UInt8(ascii: "\"") && byte != UInt8(ascii: "\\") && byte >= 0x20 {
-                    out.append(byte: byte)
-                }
-                out.append("\",\"type\":\"invalid_request_error\",\"code\":\"invalid_request\"}}")
-            }
+        let status = context.applyProfileUpdate(update)
+        writeResponse(status, contentType: "application/json", estimate: MockRender.profileUpdateEstimate(update)) { out in
+            MockRender.profileUpdate(&out, update)
         }
         finishRequest()
     }
@@ -841,7 +691,7 @@ final class MockConnection: EventHandler, TimerTarget {
             finishRequest()
             return
         }
-        StatsGather(loops: shared.contexts.count, origin: loop, connection: self, token: token).start(shared)
+        StatsGather(loops: shared.contexts.count, origin: loop, waiter: self, token: token).start(shared)
     }
 
     // MARK: Timers and ends

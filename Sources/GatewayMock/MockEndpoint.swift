@@ -75,38 +75,40 @@ struct RequestPlan {
     mutating func readHeaders(_ parser: HTTPHeadParser) {
         for i in 0..<parser.fieldCount {
             let field = parser.fields[i]
-            let name = parser.base + Int(field.name.start)
-            let nameCount = Int(field.name.count)
-            guard nameCount > 7, HTTPBytes.hasLowercasePrefix(name, nameCount, "x-mock-") else { continue }
-            let value = parser.bytes(field.value)
-            if HTTPBytes.equalsLowercase(name, nameCount, "x-mock-status") {
-                if let number = MockNumbers.parse(value), number >= 100, number <= 999 { status = number }
-            } else if HTTPBytes.equalsLowercase(name, nameCount, "x-mock-latency-ms") {
-                if let number = MockNumbers.parse(value) { latencyNs = UInt64(number) * 1_000_000 }
-            } else if HTTPBytes.equalsLowercase(name, nameCount, "x-mock-ttft-ms") {
-                if let number = MockNumbers.parse(value) { ttftNs = UInt64(number) * 1_000_000 }
-            } else if HTTPBytes.equalsLowercase(name, nameCount, "x-mock-itl-ms") {
-                if let number = MockNumbers.parse(value) { itlNs = UInt64(number) * 1_000_000 }
-            } else if HTTPBytes.equalsLowercase(name, nameCount, "x-mock-tool-call") {
-                toolCall = !(value.count == 1 && value[0] == UInt8(ascii: "0"))
-            } else if HTTPBytes.equalsLowercase(name, nameCount, "x-mock-chunks") {
-                if let number = MockNumbers.parse(value) { chunks = min(number, MockLimits.maxChunks) }
-            } else if HTTPBytes.equalsLowercase(name, nameCount, "x-mock-usage") {
-                guard let comma = value.firstIndex(of: UInt8(ascii: ",")),
-                      let prompt = MockNumbers.parse(UnsafeRawBufferPointer(rebasing: value[..<comma])),
-                      let completion = MockNumbers.parse(UnsafeRawBufferPointer(rebasing: value[(comma + 1)...]))
-                else { continue }
-                usagePrompt = prompt
-                usageCompletion = completion
-            } else if HTTPBytes.equalsLowercase(name, nameCount, "x-mock-fault") {
-                guard let base = value.baseAddress else { continue }
-                if HTTPBytes.equalsLowercase(base, value.count, "reset") {
-                    fault = .reset
-                } else if HTTPBytes.equalsLowercase(base, value.count, "stall") {
-                    fault = .stall
-                } else if HTTPBytes.equalsLowercase(base, value.count, "close-mid-body") {
-                    fault = .closeMidBody
-                }
+            readHeader(name: parser.base + Int(field.name.start), nameCount: Int(field.name.count), value: parser.bytes(field.value))
+        }
+    }
+
+    /// Applies one header if it is an `x-mock-*` one (an HTTP/1.1 head's, or an HTTP/2 header block's).
+    mutating func readHeader(name: UnsafeRawPointer, nameCount: Int, value: UnsafeRawBufferPointer) {
+        guard nameCount > 7, HTTPBytes.hasLowercasePrefix(name, nameCount, "x-mock-") else { return }
+        if HTTPBytes.equalsLowercase(name, nameCount, "x-mock-status") {
+            if let number = MockNumbers.parse(value), number >= 100, number <= 999 { status = number }
+        } else if HTTPBytes.equalsLowercase(name, nameCount, "x-mock-latency-ms") {
+            if let number = MockNumbers.parse(value) { latencyNs = UInt64(number) * 1_000_000 }
+        } else if HTTPBytes.equalsLowercase(name, nameCount, "x-mock-ttft-ms") {
+            if let number = MockNumbers.parse(value) { ttftNs = UInt64(number) * 1_000_000 }
+        } else if HTTPBytes.equalsLowercase(name, nameCount, "x-mock-itl-ms") {
+            if let number = MockNumbers.parse(value) { itlNs = UInt64(number) * 1_000_000 }
+        } else if HTTPBytes.equalsLowercase(name, nameCount, "x-mock-tool-call") {
+            toolCall = !(value.count == 1 && value[0] == UInt8(ascii: "0"))
+        } else if HTTPBytes.equalsLowercase(name, nameCount, "x-mock-chunks") {
+            if let number = MockNumbers.parse(value) { chunks = min(number, MockLimits.maxChunks) }
+        } else if HTTPBytes.equalsLowercase(name, nameCount, "x-mock-usage") {
+            guard let comma = value.firstIndex(of: UInt8(ascii: ",")),
+                  let prompt = MockNumbers.parse(UnsafeRawBufferPointer(rebasing: value[..<comma])),
+                  let completion = MockNumbers.parse(UnsafeRawBufferPointer(rebasing: value[(comma + 1)...]))
+            else { return }
+            usagePrompt = prompt
+            usageCompletion = completion
+        } else if HTTPBytes.equalsLowercase(name, nameCount, "x-mock-fault") {
+            guard let base = value.baseAddress else { return }
+            if HTTPBytes.equalsLowercase(base, value.count, "reset") {
+                fault = .reset
+            } else if HTTPBytes.equalsLowercase(base, value.count, "stall") {
+                fault = .stall
+            } else if HTTPBytes.equalsLowercase(base, value.count, "close-mid-body") {
+                fault = .closeMidBody
             }
         }
     }

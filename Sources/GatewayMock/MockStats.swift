@@ -143,6 +143,12 @@ struct StatsSnapshot: Sendable {
     }
 }
 
+/// A connection waiting for a `/mock/stats` answer.
+protocol MockStatsWaiter: AnyObject {
+    /// The summed counters, on the waiter's own loop. `token` tells which request asked.
+    func statsReady(token: UInt64, body: [UInt8])
+}
+
 /// One `/mock/stats` request: asks every loop for its snapshot and, when the last one has answered,
 /// hands the sum back to the connection on its own loop.
 final class StatsGather: @unchecked Sendable {
@@ -154,13 +160,13 @@ final class StatsGather: @unchecked Sendable {
     private let progress: Mutex<Progress>
     private let origin: EventLoop
     /// Touched only on `origin`'s thread.
-    private let connection: MockConnection
+    private let waiter: any MockStatsWaiter
     private let token: UInt64
 
-    init(loops: Int, origin: EventLoop, connection: MockConnection, token: UInt64) {
+    init(loops: Int, origin: EventLoop, waiter: any MockStatsWaiter, token: UInt64) {
         progress = Mutex(Progress(remaining: loops))
         self.origin = origin
-        self.connection = connection
+        self.waiter = waiter
         self.token = token
     }
 
@@ -181,6 +187,6 @@ final class StatsGather: @unchecked Sendable {
         }
         guard let finished else { return }
         let body = finished.json()
-        origin.execute { _ in self.connection.statsReady(token: self.token, body: body) }
+        origin.execute { _ in self.waiter.statsReady(token: self.token, body: body) }
     }
 }
