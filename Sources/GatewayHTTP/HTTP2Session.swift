@@ -229,6 +229,14 @@ public final class HTTP2Session {
         _ = nghttp2_session_set_stream_user_data(session, stream, UnsafeMutableRawPointer(bitPattern: tag))
     }
 
+    /// Server: a graceful GOAWAY (NO_ERROR, the last stream processed): no new stream is accepted, the open ones
+    /// finish, and `isFinished` turns true once they have.
+    public func goAwayGracefully() {
+        _ = nghttp2_submit_goaway(
+            session, UInt8(NGHTTP2_FLAG_NONE.rawValue), nghttp2_session_get_last_proc_stream_id(session),
+            HTTP2ErrorCode.noError, nil, 0)
+    }
+
     /// Sends GOAWAY with `errorCode` and ends the session once it is out.
     public func terminate(errorCode: UInt32) {
         _ = nghttp2_session_terminate_session(session, errorCode)
@@ -422,7 +430,7 @@ enum HTTP2Callbacks {
 /// without copying; numbers are written into a small scratch area that nghttp2 copies at submit time. One block
 /// serves a connection's every submit: `removeAll()` before building the next.
 public final class HTTP2HeaderBlock {
-    public static let capacity = 32
+    public static let capacity = 128
     static let scratchCapacity = 1024
     let fields: UnsafeMutablePointer<nghttp2_nv>
     public private(set) var count = 0

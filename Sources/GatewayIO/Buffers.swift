@@ -274,12 +274,12 @@ public struct OutboundQueue {
     }
 
     /// The queued segments, for a writer that is not a socket (TLS stages them into a record).
-    func withSegments<R>(_ body: (UnsafePointer<iovec>, Int) -> R) -> R {
+    public func withSegments<R>(_ body: (UnsafePointer<iovec>, Int) -> R) -> R {
         body(iov + start, end - start)
     }
 
     /// Drops `count` bytes from the front: they were written or copied.
-    mutating func consume(_ count: Int) {
+    public mutating func consume(_ count: Int) {
         guard count > 0 else { return }
         advance(by: count)
     }

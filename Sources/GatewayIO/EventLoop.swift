@@ -129,6 +129,13 @@ public final class EventLoop: @unchecked Sendable {
         Posix.epollControl(epfd, EPOLL_CTL_MOD, slots[index].fd, events: interest, data: registration.epollData)
     }
 
+    /// Hands a registration's events to another handler (a connection that turned out to speak HTTP/2).
+    public func replaceHandler(_ registration: Registration, with handler: any EventHandler) {
+        let index = Int(registration.slot)
+        guard slots[index].generation == registration.generation, slots[index].handler != nil else { return }
+        slots[index].handler = handler
+    }
+
     /// Removes the registration and closes its descriptor.
     public func deregisterAndClose(_ registration: Registration) {
         let index = Int(registration.slot)

@@ -317,7 +317,7 @@ public final class TLSStream {
 
     /// Copies up to one record of plaintext from `iov` into the stage and returns how many bytes it took; the
     /// caller may reuse those buffers at once.
-    func stage(_ iov: UnsafePointer<iovec>, _ count: Int) -> Int {
+    public func stage(_ iov: UnsafePointer<iovec>, _ count: Int) -> Int {
         if stagedStart == stagedEnd { stagedStart = 0; stagedEnd = 0 }
         var taken = 0
         for index in 0..<count {
@@ -334,7 +334,7 @@ public final class TLSStream {
     }
 
     /// Hands the stage to OpenSSL: `.processed(())` when all of it is on the socket.
-    func writeStaged() throws(IOError) -> IOResult<Void> {
+    public func writeStaged() throws(IOError) -> IOResult<Void> {
         while stagedEnd > stagedStart {
             ERR_clear_error()
             var written = 0

@@ -16,9 +16,25 @@ extension APIPath {
     var isProxied: Bool { isModelAPI }
 }
 
+/// The client side of a request that has no socket of its own: an HTTP/2 stream. It hands `ClientConnection` the
+/// request as HTTP/1.1 bytes and takes the HTTP/1.1 response it writes, so that every request, whatever its
+/// protocol, runs through the same policy, routing and accounting.
+protocol ClientStreamTransport: AnyObject {
+    /// Request bytes copied into `buffer`; `.wouldBlock` until more arrive (the transport then calls
+    /// `streamReadable`).
+    func readRequest(_ buffer: UnsafeMutableRawPointer, _ count: Int) -> IOResult<Int>
+    /// Takes response bytes from `out`; `.wouldBlock` keeps the rest queued until `streamWritable`.
+    func writeResponse(_ out: inout OutboundQueue) -> OutboundQueue.FlushResult
+    /// Whether the exchange wants request bytes now (false: backpressure, leave them unread).
+    func readInterestChanged(_ wantsRead: Bool)
+    /// The exchange is over: its response was written, or it was abandoned before its end.
+    func exchangeClosed()
+}
+
 /// One client's HTTP/1.1 connection: it parses requests in place, picks the upstream from the body's
 /// `model`, and relays the response as it arrives. One request is in flight at a time; pipelined
-/// requests wait in the read buffer and are answered in order.
+/// requests wait in the read buffer and are answered in order. An HTTP/2 stream is served by one of these over a
+/// `ClientStreamTransport` instead of a socket.
 ///
 /// Memory: the read buffer, the upstream head and the response head are pool chunks taken while a
 /// request is active and given back when the connection goes idle. A request that fits in the read
@@ -33,6 +49,10 @@ final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
     private let peer: SocketAddress
     /// Set on a tls:// listener; the handshake runs before the first request is read.
     private let tls: TLSStream?
+    /// Set for an HTTP/2 stream (then `fd` is -1); released when the exchange closes.
+    private var stream: (any ClientStreamTransport)?
+    /// Nothing has been parsed yet on a plain socket: the first bytes may be the HTTP/2 client preface.
+    private var mayBeH2 = true
     private var registration = Registration.none
     private(set) var state = State.idle
 
@@ -156,7 +176,28 @@ final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
         out.deallocate()
     }
 
+    /// An HTTP/2 stream's exchange: no socket, bytes through `stream`. `start()` it, then feed it.
+    convenience init(stream: any ClientStreamTransport, peer: SocketAddress, context: LoopContext) {
+        self.init(fd: -1, peer: peer, context: context)
+        self.stream = stream
+    }
+
+    /// The stream was reset or its connection closed: the exchange ends here.
+    func streamReset() {
+        closeNow()
+    }
+
+    /// The stream has request bytes (or room was made): read them.
+    func streamReadable() { onReadable() }
+
+    /// The stream took what was queued and has room for more.
+    func streamWritable() { if wantsWrite { onWritable() } }
+
     func start() {
+        if stream != nil {
+            deadline = loop.now + context.config.headerTimeoutNs
+            return
+        }
         registration = loop.register(fd: fd, interest: Interest.read, handler: self)
         // A TLS handshake must finish within the header timeout.
         deadline = loop.now + (tls == nil ? context.config.idleTimeoutNs : context.config.headerTimeoutNs)
@@ -167,6 +208,11 @@ final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
     private func handshake(_ tls: TLSStream) -> Bool {
         switch tls.handshake() {
         case .done:
+            if tls.negotiatedProtocol == .h2 {
+                handOffToHTTP2()
+                return false
+            }
+            mayBeH2 = false
             loop.setInterest(registration, Interest.read)
             deadline = loop.now + context.config.idleTimeoutNs
             return true
@@ -285,7 +331,9 @@ final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
         do {
             let (into, wanted) = readingIntoBody
                 ? (body.writePointer, contentLength - body.writerIndex) : (input.writePointer, input.writableBytes)
-            if let tls {
+            if let stream {
+                result = stream.readRequest(into, wanted)
+            } else if let tls {
                 result = try tls.read(into, wanted)
                 if tls.readWantsWrite { updateInterest() }
             } else {
@@ -318,6 +366,17 @@ final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
             }
         } else {
             input.writerIndex += count
+            if mayBeH2 && stream == nil {
+                switch H2ClientConnection.preface(input.readPointer, input.readableBytes) {
+                case .match:
+                    handOffToHTTP2()
+                    return
+                case .partial:
+                    return
+                case .mismatch:
+                    mayBeH2 = false
+                }
+            }
         }
         switch state {
         case .idle:
@@ -329,6 +388,18 @@ final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
             break
         }
         process()
+    }
+
+    /// HTTP/2 (prior knowledge, or ALPN): the socket, its registration, the TLS session and the bytes read so far go
+    /// to an `H2ClientConnection`, which takes the registration's events from here on. This object is dropped.
+    private func handOffToHTTP2() {
+        mayBeH2 = false
+        let connection = H2ClientConnection(
+            fd: fd, registration: registration, tls: tls, peer: peer, context: context, input: input)
+        input = ByteBuffer()
+        state = .closed
+        loop.replaceHandler(registration, with: connection)
+        connection.start()
     }
 
     private func onWritable() {
@@ -353,6 +424,10 @@ final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
     }
 
     private func updateInterest() {
+        if let stream {
+            stream.readInterestChanged(!peerClosedInput && !readPaused)
+            return
+        }
         var interest = Interest.none
         if !peerClosedInput && !readPaused { interest |= Interest.read }
         if wantsWrite || tls?.readWantsWrite == true { interest |= Interest.write }
@@ -361,7 +436,13 @@ final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
 
     /// Writes what is queued. Returns true when all of it went out.
     private func flush() -> Bool {
-        let result = if let tls { out.flush(through: tls) } else { out.flush(to: fd) }
+        let result = if let stream {
+            stream.writeResponse(&out)
+        } else if let tls {
+            out.flush(through: tls)
+        } else {
+            out.flush(to: fd)
+        }
         switch result {
         case .done:
             if wantsWrite {
@@ -1535,7 +1616,12 @@ final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
             pool?.cancelWait(self)
         }
         if tls?.handshakeComplete == true && closeAfterFlush { tls?.shutdown() }
-        loop.deregisterAndClose(registration)
+        if let stream {
+            self.stream = nil
+            stream.exchangeClosed()
+        } else {
+            loop.deregisterAndClose(registration)
+        }
         out.removeAll()
         loop.buffers.release(&input)
         loop.buffers.release(&body)

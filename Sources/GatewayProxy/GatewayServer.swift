@@ -71,7 +71,7 @@ public final class GatewayServer {
         var serverTLS: TLSContext?
         if addresses.contains(where: { $0.tls }), let files = configuration.server.tls {
             do {
-                serverTLS = try TLSContext.server(certificateFile: files.cert, keyFile: files.key, alpn: [.http11])
+                serverTLS = try TLSContext.server(certificateFile: files.cert, keyFile: files.key, alpn: [.h2, .http11])
             } catch {
                 throw StartupError(description: "server.tls: \(error)")
             }

@@ -155,6 +155,7 @@ final class LoopContext {
         listeners.removeAll()
         loop.forEachHandler { handler in
             (handler as? ClientConnection)?.drain()
+            (handler as? H2ClientConnection)?.drain()
         }
         for pool in pools { pool.closeIdle() }
         finishDrainIfDone()

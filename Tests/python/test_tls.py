@@ -221,7 +221,9 @@ def _handshake(port: int, context: ssl.SSLContext, session=None) -> tuple[ssl.SS
     tls.sendall(b"GET /v1/models HTTP/1.1\r\nhost: localhost\r\n\r\n")
     response = b""
     while b"\r\n\r\n" not in response:
-        response += tls.recv(65536)
+        chunk = tls.recv(65536)
+        assert chunk, f"the connection closed after {response!r}"
+        response += chunk
     head, _, body = response.partition(b"\r\n\r\n")
     length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
     while len(body) < length:
@@ -236,10 +238,14 @@ def test_tls_listener_alpn_and_resumption(gwmock, start_gateway, certs: Path, ve
     context = ssl.create_default_context(cafile=str(certs / "ca.pem"))
     context.minimum_version = context.maximum_version = version
     context.set_alpn_protocols(["h2", "http/1.1"])
+    # ALPN: the gateway prefers h2, and speaks http/1.1 to a client that offers only that.
+    probe = context.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=10), server_hostname="localhost")
+    assert probe.selected_alpn_protocol() == "h2"
+    probe.close()
+    context.set_alpn_protocols(["http/1.1"])
     first, head = _handshake(port, context)
     assert head.startswith(b"HTTP/1.1 200")
     assert first.version() == {ssl.TLSVersion.TLSv1_2: "TLSv1.2", ssl.TLSVersion.TLSv1_3: "TLSv1.3"}[version]
-    # HTTP/2 arrives with the nghttp2 slice: until then ALPN settles on http/1.1.
     assert first.selected_alpn_protocol() == "http/1.1"
     assert not first.session_reused
     session = first.session

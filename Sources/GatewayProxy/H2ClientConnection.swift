@@ -1,0 +1,783 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import GatewayHTTP
+import GatewayIO
+
+/// One client's HTTP/2 connection: h2c with prior knowledge on a plain listener, or h2 chosen by ALPN on a tls://
+/// one. nghttp2 does the framing (`HTTP2Session`); each stream is served by its own `ClientConnection` over an
+/// `H2Stream`, which hands it the request as HTTP/1.1 bytes and turns the HTTP/1.1 response it writes back into
+/// HEADERS and DATA frames. So a stream gets exactly what an HTTP/1.1 request gets: keys, limits, routing, failover,
+/// translation, accounting and the audit record.
+///
+/// Flow control: automatic window updates are off. Request DATA is consumed (`nghttp2_session_consume`) only when
+/// the stream's exchange has read it, and a response body waits in a bounded buffer until nghttp2 sends it; past the
+/// bound the exchange stops, and so does its upstream.
+final class H2ClientConnection: EventHandler, HTTP2SessionDelegate, TimerTarget {
+    static let preface: StaticString = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+    enum PrefaceMatch { case match, partial, mismatch }
+
+    /// Whether `count` bytes at `bytes` are (the start of) the HTTP/2 client preface.
+    static func preface(_ bytes: UnsafeRawPointer, _ count: Int) -> PrefaceMatch {
+        let length = min(count, preface.utf8CodeUnitCount)
+        guard length > 0, memcmp(bytes, preface.utf8Start, length) == 0 else { return .mismatch }
+        return length == preface.utf8CodeUnitCount ? .match : .partial
+    }
+
+    static let settings: HTTP2Session.Settings = {
+        var settings = HTTP2Session.Settings()
+        settings.maxConcurrentStreams = 100
+        // Each stream may send 64 KiB ahead of its exchange; the connection as a whole 1 MiB.
+        settings.initialWindowSize = 65_535
+        settings.connectionWindowSize = 1 << 20
+        settings.maxHeaderListSize = 64 * 1024
+        return settings
+    }()
+
+    /// A response body buffered past this stops its exchange until nghttp2 has sent some of it.
+    static let bodyHighWater = 64 * 1024
+
+    private unowned(unsafe) let context: LoopContext
+    let loop: EventLoop
+    private let fd: Int32
+    private let registration: Registration
+    private let tls: TLSStream?
+    let peer: SocketAddress
+    private(set) var session: HTTP2Session!
+    private var input: ByteBuffer
+    private var streams: [H2Stream?] = []
+    private var freeSlots: [Int] = []
+    /// Streams whose request head completed during `receive`: started once it returns.
+    private var started: [Int] = []
+    /// Streams with new request bytes (or a new end) during `receive`.
+    private var readable: [Int] = []
+    /// Streams whose exchange waits for room in its response buffer.
+    private var blocked: [Int] = []
+    /// Header fields of the response being submitted.
+    let headers = HTTP2HeaderBlock()
+    /// One response head parser for every stream: a head is parsed and converted in one go.
+    let responseParser = HTTPHeadParser()
+    private var wantsWrite = false
+    private var closed = false
+    private var draining = false
+    private var inDrive = false
+    private var driveScheduled = false
+    /// Inside nghttp2 (receive or send): its callbacks may submit frames but not drive the session.
+    private var inSession = false
+    private var activeStreams = 0
+    private var idleDeadline: UInt64 = 0
+    private var writeDeadline: UInt64 = 0
+
+    /// - Parameter input: the bytes read so far, the preface first; the connection takes the buffer over.
+    init(fd: Int32, registration: Registration, tls: TLSStream?, peer: SocketAddress, context: LoopContext, input: ByteBuffer) {
+        self.fd = fd
+        self.registration = registration
+        self.tls = tls
+        self.peer = peer
+        self.context = context
+        self.loop = context.loop
+        self.input = input
+    }
+
+    func start() {
+        session = HTTP2Session(role: .server, settings: H2ClientConnection.settings, buffers: loop.buffers, delegate: self)
+        idleDeadline = loop.now + context.config.idleTimeoutNs
+        loop.setInterest(registration, Interest.read)
+        receiveInput()
+        drive()
+        if tls?.hasBufferedInput == true { onReadable() }
+    }
+
+    // MARK: Events
+
+    func handleEvent(_ events: UInt32) {
+        guard !closed else { return }
+        if events & (EventBits.error | EventBits.hangup) != 0 {
+            closeNow()
+            return
+        }
+        if events & EventBits.writable != 0 && (wantsWrite || tls?.readWantsWrite == true) {
+            if wantsWrite { drive() }
+            guard !closed else { return }
+            if tls?.readWantsWrite == true { onReadable() }
+        }
+        if events & (EventBits.readable | EventBits.readHangup) != 0 {
+            onReadable()
+        }
+    }
+
+    func tick(now: UInt64) {
+        guard !closed else { return }
+        if wantsWrite && now > writeDeadline {
+            closeNow()
+            return
+        }
+        for stream in streams { stream?.exchange?.tick(now: now) }
+        if activeStreams == 0 && now > idleDeadline && !draining {
+            // Idle: say goodbye properly, then close once the GOAWAY is out.
+            draining = true
+            session.goAwayGracefully()
+            drive()
+        }
+    }
+
+    /// Shutdown: a graceful GOAWAY; the streams in flight finish, then the connection closes.
+    func drain() {
+        guard !closed, !draining else { return }
+        draining = true
+        session.goAwayGracefully()
+        drive()
+    }
+
+    private func onReadable() {
+        repeat {
+            guard !closed else { return }
+            if !input.isAllocated { loop.buffers.attachSmall(&input) }
+            let result: IOResult<Int>
+            do {
+                if let tls {
+                    result = try tls.read(input.writePointer, input.writableBytes)
+                    if tls.readWantsWrite { loop.setInterest(registration, Interest.readWrite) }
+                } else {
+                    result = try Posix.read(fd, input.writePointer, input.writableBytes)
+                }
+            } catch {
+                closeNow()
+                return
+            }
+            guard case .processed(let count) = result else {
+                if input.readableBytes == 0 { loop.buffers.release(&input) }
+                return
+            }
+            if count == 0 {
+                // An HTTP/2 client does not half-close and wait: it is gone.
+                closeNow()
+                return
+            }
+            input.writerIndex += count
+            receiveInput()
+            drive()
+        } while tls?.hasBufferedInput == true
+    }
+
+    /// Feeds the read bytes to nghttp2, then starts and feeds the streams they concerned.
+    private func receiveInput() {
+        guard !closed else { return }
+        if input.readableBytes > 0 {
+            inSession = true
+            let ok = session.receive(input.readPointer, input.readableBytes)
+            inSession = false
+            guard ok else {
+                closeNow()
+                return
+            }
+        }
+        loop.buffers.release(&input)
+        if !started.isEmpty {
+            let list = started
+            started.removeAll(keepingCapacity: true)
+            for slot in list { streams[slot]?.startExchange() }
+        }
+        if !readable.isEmpty {
+            let list = readable
+            readable.removeAll(keepingCapacity: true)
+            for slot in list { streams[slot]?.requestBytesArrived() }
+        }
+    }
+
+    /// Makes all the progress possible now: frames out, writes, blocked exchanges woken; closes a finished session.
+    func drive() {
+        guard !closed, !inDrive, !inSession else { return }
+        inDrive = true
+        defer { inDrive = false }
+        while true {
+            inSession = true
+            let produced = session.send()
+            inSession = false
+            guard produced >= 0 else {
+                closeNow()
+                return
+            }
+            guard flush() else { return }
+            // Bodies drained into frames: exchanges waiting for room may write again.
+            var woke = false
+            if !blocked.isEmpty {
+                let list = blocked
+                blocked.removeAll(keepingCapacity: true)
+                for slot in list {
+                    if let stream = streams[slot], stream.hasRoom {
+                        stream.exchange?.streamWritable()
+                        woke = true
+                    } else if streams[slot] != nil {
+                        blocked.append(slot)
+                    }
+                }
+            }
+            if produced == 0 && !woke { break }
+        }
+        if session.isFinished {
+            closeNow()
+            return
+        }
+        session.outbound.releaseIdle()
+    }
+
+    /// Writes what is queued. False when the socket is full (writability is awaited) or the connection closed.
+    private func flush() -> Bool {
+        let outbound = session.outbound
+        while !outbound.isEmpty || tls?.hasStagedOutput == true {
+            let result: IOResult<Int>
+            do {
+                if let tls {
+                    if tls.hasStagedOutput {
+                        guard case .processed = try tls.writeStaged() else {
+                            awaitWritable()
+                            return false
+                        }
+                        continue
+                    }
+                    let (vectors, count) = outbound.vectors
+                    result = .processed(tls.stage(vectors, Int(count)))
+                } else {
+                    let (vectors, count) = outbound.vectors
+                    result = try HTTP2Socket.sendVectors(fd, vectors, count)
+                }
+            } catch {
+                closeNow()
+                return false
+            }
+            switch result {
+            case .processed(let written):
+                outbound.advance(by: written)
+            case .wouldBlock:
+                awaitWritable()
+                return false
+            }
+        }
+        if wantsWrite {
+            wantsWrite = false
+            loop.setInterest(registration, Interest.read)
+        }
+        return true
+    }
+
+    private func awaitWritable() {
+        guard !wantsWrite else { return }
+        wantsWrite = true
+        writeDeadline = loop.now + context.config.idleTimeoutNs
+        loop.setInterest(registration, Interest.readWrite)
+    }
+
+    static let driveToken = UInt64.max
+
+    /// A stream's exchange reads again (see `H2Stream.readInterestChanged`), or a deferred `drive`.
+    func timerFired(token: UInt64) {
+        guard !closed else { return }
+        if token == H2ClientConnection.driveToken {
+            driveScheduled = false
+            drive()
+            return
+        }
+        guard Int(token) < streams.count else { return }
+        streams[Int(token)]?.exchange?.streamReadable()
+    }
+
+    /// Drives the session on the loop's next turn. Exchanges call this, never `drive` itself: they are inside their
+    /// own write or read, and `drive` may close a stream and with it the very exchange that is writing.
+    func scheduleDrive() {
+        guard !driveScheduled, !closed else { return }
+        driveScheduled = true
+        loop.schedule(at: 0, target: self, token: H2ClientConnection.driveToken)
+    }
+
+    // MARK: Streams (called by H2Stream)
+
+    /// The exchange of `slot` waits for room in its response buffer.
+    func waitForRoom(_ slot: Int) {
+        if !blocked.contains(slot) { blocked.append(slot) }
+    }
+
+    /// The exchange of `slot` has closed: the stream, if still open, gets no more from it.
+    func exchangeEnded(_ slot: Int) {
+        // The stream's slot is freed when nghttp2 reports it closed; the drive sends what the exchange left.
+        scheduleDrive()
+    }
+
+    // MARK: HTTP2SessionDelegate
+
+    func http2StreamOpened(_ id: Int32) -> Int {
+        guard !draining, !closed else { return 0 }
+        let slot: Int
+        if let free = freeSlots.popLast() {
+            slot = free
+        } else {
+            slot = streams.count
+            streams.append(nil)
+        }
+        streams[slot] = H2Stream(connection: self, id: id, slot: slot, context: context)
+        activeStreams += 1
+        return slot + 1
+    }
+
+    private func stream(_ tag: Int) -> H2Stream? {
+        guard tag > 0, tag <= streams.count else { return nil }
+        return streams[tag - 1]
+    }
+
+    func http2Header(_ id: Int32, tag: Int, name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer) {
+        stream(tag)?.header(name: name, value: value)
+    }
+
+    func http2HeadersComplete(_ id: Int32, tag: Int, endStream: Bool, oversized: Bool) {
+        guard let stream = stream(tag) else { return }
+        if oversized {
+            stream.refuse(status: 431, "the request headers are larger than the limit")
+            return
+        }
+        if stream.exchange == nil && !stream.headComplete {
+            stream.headComplete(endStream: endStream)
+            started.append(tag - 1)
+        } else if endStream {
+            // Trailers: their fields are dropped, their END_STREAM ends the body.
+            stream.requestEnded()
+            readable.append(tag - 1)
+        }
+    }
+
+    func http2Data(_ id: Int32, tag: Int, _ bytes: UnsafeRawBufferPointer) {
+        guard let stream = stream(tag) else {
+            session.consume(id, bytes.count)
+            return
+        }
+        stream.data(bytes)
+        if stream.exchange != nil && !readable.contains(tag - 1) { readable.append(tag - 1) }
+    }
+
+    func http2DataComplete(_ id: Int32, tag: Int) {
+        guard let stream = stream(tag) else { return }
+        stream.requestEnded()
+        if stream.exchange != nil && !readable.contains(tag - 1) { readable.append(tag - 1) }
+    }
+
+    func http2StreamClosed(_ id: Int32, tag: Int, errorCode: UInt32) {
+        guard let stream = stream(tag) else { return }
+        streams[tag - 1] = nil
+        freeSlots.append(tag - 1)
+        activeStreams -= 1
+        if activeStreams == 0 { idleDeadline = loop.now + context.config.idleTimeoutNs }
+        stream.closed(errorCode: errorCode)
+    }
+
+    // MARK: Closing
+
+    private func closeNow() {
+        guard !closed else { return }
+        closed = true
+        let open = streams
+        streams.removeAll()
+        for stream in open { stream?.closed(errorCode: HTTP2ErrorCode.cancel) }
+        loop.deregisterAndClose(registration)
+        loop.buffers.release(&input)
+        session?.outbound.releaseAll()
+        context.clientClosed()
+    }
+}
+
+/// One stream of an `H2ClientConnection` and the `ClientConnection` that serves it: the request goes in as HTTP/1.1
+/// bytes, and the HTTP/1.1 response that comes out is turned into frames.
+final class H2Stream: ClientStreamTransport {
+    private unowned let connection: H2ClientConnection
+    private unowned(unsafe) let context: LoopContext
+    let id: Int32
+    let slot: Int
+    private(set) var exchange: ClientConnection?
+
+    // The request: the synthesized head, then the body as it arrives.
+    private var request = ByteBuffer()
+    private var method: [UInt8] = []
+    private var path: [UInt8] = []
+    private var authority: [UInt8] = []
+    private var hasHost = false
+    private var hasContentLength = false
+    private var sawRegularField = false
+    private(set) var headComplete = false
+    /// No content-length from the client: the body is re-framed as chunked.
+    private var chunked = false
+    private var requestDone = false
+    private var exchangeStarted = false
+    /// Request bytes handed to the exchange so far, and the DATA payload bytes not yet consumed that they cover.
+    private var requestRead = 0
+    private var consumeMarks: [(end: Int, payload: Int)] = []
+
+    // The response.
+    private var head = ByteBuffer()
+    private var headDone = false
+    private var decoder = ChunkedDecoder()
+    private var remaining: Int64 = 0
+    private var bodyFraming = ResponseFraming.none
+    private let body = HTTP2Body()
+    private var responseSubmitted = false
+    private(set) var responseComplete = false
+    private var streamClosed = false
+
+    init(connection: H2ClientConnection, id: Int32, slot: Int, context: LoopContext) {
+        self.connection = connection
+        self.context = context
+        self.id = id
+        self.slot = slot
+    }
+
+    private var loop: EventLoop { connection.loop }
+    private var session: HTTP2Session { connection.session }
+
+    /// Room in the response buffer for the exchange to write more.
+    var hasRoom: Bool { body.readable < H2ClientConnection.bodyHighWater }
+
+    // MARK: Request
+
+    static let hexDigits: StaticString = "0123456789abcdef"
+
+    @inline(__always)
+    static func isName(_ name: UnsafeRawBufferPointer, _ text: StaticString) -> Bool {
+        name.count == text.utf8CodeUnitCount && memcmp(name.baseAddress!, text.utf8Start, name.count) == 0
+    }
+
+    func header(name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer) {
+        if name.first == UInt8(ascii: ":") {
+            if H2Stream.isName(name, ":method") { method = Array(value) }
+            else if H2Stream.isName(name, ":path") { path = Array(value) }
+            else if H2Stream.isName(name, ":authority") { authority = Array(value) }
+            return
+        }
+        if !sawRegularField {
+            sawRegularField = true
+            writeRequestLine()
+        }
+        // te (only "trailers" is allowed in HTTP/2) is hop-by-hop: not forwarded.
+        if H2Stream.isName(name, "te") { return }
+        if H2Stream.isName(name, "host") { hasHost = true }
+        if H2Stream.isName(name, "content-length") { hasContentLength = true }
+        appendRequest(name)
+        appendRequest(": ")
+        appendRequest(value)
+        appendRequest("\r\n")
+    }
+
+    func headComplete(endStream: Bool) {
+        if !sawRegularField { writeRequestLine() }
+        if !hasHost && !authority.isEmpty {
+            appendRequest("host: ")
+            authority.withUnsafeBytes { appendRequest($0) }
+            appendRequest("\r\n")
+        }
+        if endStream {
+            requestDone = true
+            if !hasContentLength && !(method == Array("GET".utf8) || method == Array("HEAD".utf8)) {
+                appendRequest("content-length: 0\r\n")
+            }
+        } else if !hasContentLength {
+            chunked = true
+            appendRequest("transfer-encoding: chunked\r\n")
+        }
+        appendRequest("\r\n")
+        headComplete = true
+    }
+
+    private func writeRequestLine() {
+        method.withUnsafeBytes { appendRequest($0) }
+        appendRequest(" ")
+        path.withUnsafeBytes { appendRequest($0) }
+        appendRequest(" HTTP/1.1\r\n")
+    }
+
+    func data(_ bytes: UnsafeRawBufferPointer) {
+        // After the end, or once the exchange is over (an early answer), the bytes have no reader: dropped.
+        guard !requestDone, bytes.count > 0, exchange != nil || !exchangeStarted else {
+            session.consume(id, bytes.count)
+            return
+        }
+        if chunked {
+            // "<hex size>\r\n": at most 16 digits.
+            withUnsafeTemporaryAllocation(byteCount: 18, alignment: 1) { line in
+                var digits = 0
+                var rest = bytes.count
+                repeat { digits += 1; rest >>= 4 } while rest > 0
+                rest = bytes.count
+                for index in stride(from: digits - 1, through: 0, by: -1) {
+                    line[index] = H2Stream.hexDigits.utf8Start[rest & 15]
+                    rest >>= 4
+                }
+                line[digits] = 13
+                line[digits + 1] = 10
+                appendRequest(UnsafeRawBufferPointer(start: line.baseAddress, count: digits + 2))
+            }
+            appendRequest(bytes)
+            appendRequest("\r\n")
+        } else {
+            appendRequest(bytes)
+        }
+        consumeMarks.append((requestRead + request.readableBytes, bytes.count))
+    }
+
+    func requestEnded() {
+        guard !requestDone else { return }
+        requestDone = true
+        if chunked { appendRequest("0\r\n\r\n") }
+    }
+
+    /// The head is complete: a `ClientConnection` takes the request from here.
+    func startExchange() {
+        guard exchange == nil, !streamClosed else { return }
+        context.clientCount += 1
+        exchangeStarted = true
+        let exchange = ClientConnection(stream: self, peer: connection.peer, context: context)
+        self.exchange = exchange
+        exchange.start()
+        exchange.streamReadable()
+    }
+
+    func requestBytesArrived() {
+        exchange?.streamReadable()
+    }
+
+    func readRequest(_ buffer: UnsafeMutableRawPointer, _ count: Int) -> IOResult<Int> {
+        let available = request.readableBytes
+        guard available > 0, count > 0 else { return .wouldBlock }
+        let taken = min(available, count)
+        buffer.copyMemory(from: request.readPointer, byteCount: taken)
+        request.readerIndex += taken
+        requestRead += taken
+        if request.readableBytes == 0 { request.clear() }
+        // The peer's window reopens for the DATA payload the exchange has now taken.
+        var consumed = 0
+        while let first = consumeMarks.first, first.end <= requestRead {
+            consumed += first.payload
+            consumeMarks.removeFirst()
+        }
+        if consumed > 0 {
+            session.consume(id, consumed)
+            connection.scheduleDrive()
+        }
+        return .processed(taken)
+    }
+
+    /// The exchange reads again after a pause: the bytes already here raise no event of their own, so a timer due
+    /// now delivers them on the loop's next turn.
+    func readInterestChanged(_ wantsRead: Bool) {
+        guard wantsRead, request.readableBytes > 0, !streamClosed else { return }
+        loop.schedule(at: 0, target: connection, token: UInt64(slot))
+    }
+
+    private func appendRequest(_ text: StaticString) {
+        appendRequest(UnsafeRawBufferPointer(start: text.utf8Start, count: text.utf8CodeUnitCount))
+    }
+
+    private func appendRequest(_ bytes: UnsafeRawBufferPointer) {
+        guard bytes.count > 0 else { return }
+        if !request.isAllocated { loop.buffers.attachSmall(&request) }
+        if request.writableBytes < bytes.count {
+            request.compact()
+            while request.writableBytes < bytes.count {
+                if request.capacity < Buffers.largeSize {
+                    loop.buffers.grow(&request)
+                } else {
+                    var bigger = ByteBuffer()
+                    loop.buffers.attachHeap(&bigger, capacity: max(request.capacity * 2, request.readableBytes + bytes.count))
+                    bigger.append(request.readPointer, request.readableBytes)
+                    loop.buffers.release(&request)
+                    request = bigger
+                }
+            }
+        }
+        request.append(bytes.baseAddress!, bytes.count)
+    }
+
+    // MARK: Response
+
+    func writeResponse(_ out: inout OutboundQueue) -> OutboundQueue.FlushResult {
+        if streamClosed || responseComplete {
+            // Nobody to send to (reset), or bytes past the end: dropped.
+            out.removeAll()
+            return .done
+        }
+        while !out.isEmpty {
+            let taken = out.withSegments { iov, count -> Int in
+                guard count > 0 else { return 0 }
+                let segment = UnsafeRawBufferPointer(start: iov[0].iov_base, count: iov[0].iov_len)
+                return headDone ? bodyBytes(segment) : headBytes(segment)
+            }
+            if taken < 0 {
+                out.removeAll()
+                return .failed(IOError(errno: EPROTO, function: "h2 response"))
+            }
+            if taken == 0 {
+                connection.waitForRoom(slot)
+                connection.scheduleDrive()
+                return .wouldBlock
+            }
+            out.consume(taken)
+        }
+        connection.scheduleDrive()
+        return .done
+    }
+
+    /// Response head bytes: gathered until the head is complete, then submitted as HEADERS. Returns the bytes taken,
+    /// or -1 when the exchange wrote something that is not an HTTP/1.1 response.
+    private func headBytes(_ segment: UnsafeRawBufferPointer) -> Int {
+        if !head.isAllocated { loop.buffers.attach(&head, capacity: Buffers.headSize) }
+        let before = head.readableBytes
+        let room = HTTPHeadParser.maxHeadBytes - before
+        guard room > 0 else { return -1 }
+        let copy = min(segment.count, room)
+        if head.writableBytes < copy {
+            var bigger = ByteBuffer()
+            loop.buffers.attachHeap(&bigger, capacity: before + copy)
+            bigger.append(head.readPointer, before)
+            loop.buffers.release(&head)
+            head = bigger
+        }
+        head.append(segment.baseAddress!, copy)
+        let parser = connection.responseParser
+        parser.reset()
+        switch parser.parseResponse(head.readPointer, head.readableBytes) {
+        case .incomplete:
+            return copy
+        case .failed:
+            return -1
+        case .complete:
+            let headLength = parser.headLength
+            if parser.status < 200 {
+                // An interim response (100 Continue): not forwarded.
+                head.clear()
+                return headLength - before
+            }
+            submitHead(parser)
+            head.clear()
+            loop.buffers.release(&head)
+            headDone = true
+            return headLength - before
+        }
+    }
+
+    private func submitHead(_ parser: HTTPHeadParser) {
+        let block = connection.headers
+        block.removeAll()
+        block.add(":status", decimal: parser.status)
+        for index in 0..<parser.fieldCount where block.count < HTTP2HeaderBlock.capacity {
+            let field = parser.fields[index]
+            switch field.kind {
+            case .connection, .keepAlive, .transferEncoding, .upgrade, .te, .proxyPrefixed:
+                continue  // hop-by-hop: none of these exist in HTTP/2
+            default:
+                if field.nominatedByConnection { continue }
+            }
+            // HTTP/2 field names are lowercase: fold them in place (this head is our own copy).
+            let name = UnsafeMutableRawPointer(mutating: parser.base) + Int(field.name.start)
+            for offset in 0..<Int(field.name.count) {
+                let byte = name.load(fromByteOffset: offset, as: UInt8.self)
+                if byte >= 0x41 && byte <= 0x5A { name.storeBytes(of: byte | 0x20, toByteOffset: offset, as: UInt8.self) }
+            }
+            block.add(name: parser.bytes(field.name), value: parser.bytes(field.value), stable: false)
+        }
+        if parser.status == 204 || parser.status == 304 || parser.contentLength == 0 {
+            bodyFraming = .none
+            responseComplete = true
+            responseSubmitted = session.submitResponse(id, headers: block, body: nil)
+            return
+        }
+        if parser.chunked {
+            bodyFraming = .chunked
+            decoder.reset()
+        } else if parser.contentLength > 0 {
+            bodyFraming = .length(parser.contentLength)
+            remaining = parser.contentLength
+        } else {
+            bodyFraming = .untilClose
+        }
+        responseSubmitted = session.submitResponse(id, headers: block, body: body)
+    }
+
+    /// Response body bytes into the stream's buffer, unframed. Returns the bytes taken (0: no room now).
+    private func bodyBytes(_ segment: UnsafeRawBufferPointer) -> Int {
+        guard hasRoom else { return 0 }
+        let room = H2ClientConnection.bodyHighWater - body.readable
+        var take = min(segment.count, max(room, 0))
+        guard take > 0 else { return 0 }
+        switch bodyFraming {
+        case .length:
+            take = Int(min(Int64(take), remaining))
+            append(segment.baseAddress!, take)
+            remaining -= Int64(take)
+            if remaining == 0 { finishBody() }
+            return take == 0 ? segment.count : take
+        case .chunked:
+            session.reserve(body, take)
+            var written = 0
+            let feed = decoder.feed(segment.baseAddress!, take) { data, count in
+                self.body.buffer.append(data, count)
+                written += count
+            }
+            if feed.error != nil { return -1 }
+            if written > 0 { session.appended(body) }
+            if feed.done { finishBody() }
+            return feed.consumed
+        case .untilClose:
+            append(segment.baseAddress!, take)
+            return take
+        case .none:
+            return segment.count
+        }
+    }
+
+    private func append(_ bytes: UnsafeRawPointer, _ count: Int) {
+        guard count > 0 else { return }
+        session.reserve(body, count)
+        body.buffer.append(bytes, count)
+        body.cut()
+        session.appended(body)
+    }
+
+    private func finishBody() {
+        responseComplete = true
+        session.end(body)
+    }
+
+    func exchangeClosed() {
+        exchange = nil
+        if !streamClosed {
+            if bodyFraming == .untilClose && headDone && !responseComplete {
+                finishBody()
+            }
+            if !responseComplete {
+                // The exchange ended before its response did (the upstream broke mid-body, or it never answered).
+                session.resetStream(id, errorCode: HTTP2ErrorCode.internalError)
+            } else if !requestDone {
+                // Answered before the request ended (an early error): the rest of the body is not wanted.
+                session.resetStream(id, errorCode: HTTP2ErrorCode.noError)
+            }
+        }
+        connection.exchangeEnded(slot)
+    }
+
+    /// The request is refused before any exchange: an error answered by the connection itself.
+    func refuse(status: Int, _ message: StaticString) {
+        let block = connection.headers
+        block.removeAll()
+        block.add(":status", decimal: status)
+        responseComplete = true
+        session.submitResponse(id, headers: block, body: nil)
+    }
+
+    /// nghttp2 is done with the stream: ended both ways, or reset. An exchange still running is abandoned.
+    func closed(errorCode: UInt32) {
+        streamClosed = true
+        if let exchange {
+            self.exchange = nil
+            exchange.streamReset()
+        }
+        loop.buffers.release(&request)
+        loop.buffers.release(&head)
+        session.release(body)
+    }
+}
