@@ -74,6 +74,20 @@ final class RunControl: Sendable {
     let finished = Atomic<Int>(0)
 }
 
+/// A client connection of a worker: HTTP/1.1 (`BenchConnection`, one request at a time) or HTTP/2
+/// (`BenchH2Connection`, several streams). It reports to its worker with `connectionReady` once for every request
+/// it can take (a ticket), and `send` spends one.
+protocol BenchClient: AnyObject {
+    /// Starts connecting; `connectionReady` follows once it is up.
+    func open()
+    /// Sends a request on a ticket this connection gave. `intended` is when it was due.
+    func send(intended: UInt64, measured: Bool)
+    /// Closes for good at the end of the run.
+    func shutdown()
+}
+
+extension BenchConnection: BenchClient {}
+
 /// The loop's timers hold their targets; this relay holds the worker weakly, so that a run's worker,
 /// loop and connections are freed when the run is over.
 private final class WorkerTimers: TimerTarget {
@@ -102,8 +116,9 @@ final class BenchWorker: @unchecked Sendable, PreciseTimerTarget {
     private let control: RunControl
     private let timers = WorkerTimers()
 
-    private var connections: [BenchConnection] = []
-    private var ready: [BenchConnection] = []
+    private var connections: [any BenchClient] = []
+    /// Tickets: one entry per request a connection can take now (HTTP/2: per free stream).
+    private var ready: [any BenchClient] = []
     private var inFlight = 0
     private var measuredInFlight = 0
     private var measuredSent = 0
@@ -140,7 +155,7 @@ final class BenchWorker: @unchecked Sendable, PreciseTimerTarget {
     func start() {
         let count = plan.connections[index]
         connections.reserveCapacity(count)
-        ready.reserveCapacity(count)
+        ready.reserveCapacity(count * config.streamsPerConnection)
         let scanEvents = config.request.stream
         var tls: BenchTLS?
         if config.target.tls {
@@ -152,9 +167,17 @@ final class BenchWorker: @unchecked Sendable, PreciseTimerTarget {
             }
         }
         for _ in 0..<count {
-            connections.append(BenchConnection(
-                worker: self, loop: loop, request: request, address: config.target.address, tls: tls,
-                timeoutNs: config.timeoutNs, scanEvents: scanEvents, openLoop: schedule != nil, stats: stats))
+            switch config.httpProtocol {
+            case .http1:
+                connections.append(BenchConnection(
+                    worker: self, loop: loop, request: request, address: config.target.address, tls: tls,
+                    timeoutNs: config.timeoutNs, scanEvents: scanEvents, openLoop: schedule != nil, stats: stats))
+            case .h2c:
+                connections.append(BenchH2Connection(
+                    worker: self, loop: loop, request: request, address: config.target.address,
+                    streams: config.streamsPerConnection, timeoutNs: config.timeoutNs, scanEvents: scanEvents,
+                    openLoop: schedule != nil, stats: stats))
+            }
         }
         if schedule != nil { pacer = PreciseTimer(loop: loop, target: self) }
         loop.schedule(at: plan.start, target: timers, token: Token.begin)
@@ -193,9 +216,9 @@ final class BenchWorker: @unchecked Sendable, PreciseTimerTarget {
 
     // MARK: Connections report here
 
-    /// A connection can take a request.
+    /// A connection can take a request (one ticket).
     @inline(__always)
-    func connectionReady(_ connection: BenchConnection) {
+    func connectionReady(_ connection: any BenchClient) {
         guard !finished else { return }
         if schedule != nil {
             let starved = ready.isEmpty
@@ -222,7 +245,7 @@ final class BenchWorker: @unchecked Sendable, PreciseTimerTarget {
     // MARK: Closed loop
 
     @inline(__always)
-    private func sendClosedLoop(on connection: BenchConnection) {
+    private func sendClosedLoop(on connection: any BenchClient) {
         let now = Clock.monotonicNs()
         guard now < plan.measureEnd else {
             ready.append(connection)

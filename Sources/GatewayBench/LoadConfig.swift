@@ -7,10 +7,18 @@ public struct LoadConfig: Sendable {
         case open(rate: Double)
     }
 
+    /// What the connections speak.
+    public enum HTTPProtocol: String, Sendable, Equatable {
+        case http1 = "http/1.1"
+        /// HTTP/2 over cleartext with prior knowledge.
+        case h2c
+    }
+
     public var target: BenchTarget
     public var mode: Mode = .closed
+    public var httpProtocol = HTTPProtocol.http1
     public var connections = 32
-    /// Streams per connection: HTTP/2 only, so 1 for now.
+    /// Streams per connection (HTTP/2): requests in flight on each connection at once.
     public var streamsPerConnection = 1
     public var threads = 1
     /// The measured window. With `requestCount` and no explicit duration, the run ends on the count.
@@ -39,10 +47,12 @@ public struct LoadConfig: Sendable {
     }
 
     public func validate() throws(ValidationError) {
-        if streamsPerConnection > 1 {
-            throw ValidationError(description: "-m \(streamsPerConnection): more than one stream per connection needs HTTP/2; HTTP/2 arrives later")
+        if streamsPerConnection > 1 && httpProtocol == .http1 {
+            throw ValidationError(description: "-m \(streamsPerConnection): more than one stream per connection needs HTTP/2 (--h2c)")
         }
-        guard streamsPerConnection >= 1 else { throw ValidationError(description: "-m must be at least 1") }
+        guard streamsPerConnection >= 1, streamsPerConnection <= LoadConfig.maxStreamsPerConnection else {
+            throw ValidationError(description: "-m must be between 1 and \(LoadConfig.maxStreamsPerConnection)")
+        }
         guard connections >= 1 else { throw ValidationError(description: "-c must be at least 1") }
         guard threads >= 1, threads <= 256 else { throw ValidationError(description: "-t must be between 1 and 256") }
         guard threads <= connections else {
@@ -56,6 +66,10 @@ public struct LoadConfig: Sendable {
         if let durationNs, durationNs == 0 { throw ValidationError(description: "-d must be longer than 0") }
         guard timeoutNs > 0 else { throw ValidationError(description: "--timeout must be longer than 0") }
     }
+
+    /// Past the 100 streams most servers allow, nghttp2 holds requests back until streams close: more would only
+    /// queue inside the load generator.
+    public static let maxStreamsPerConnection = 1000
 
     public var modeDescription: String {
         switch mode {

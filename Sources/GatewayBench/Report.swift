@@ -62,6 +62,8 @@ public struct OptionsRecord: Codable, Sendable, Equatable {
     public var url: String
     public var mode: String
     public var rate: Double?
+    /// "http/1.1" or "h2c"; absent in files written before HTTP/2.
+    public var `protocol`: String?
     public var connections: Int
     public var streams_per_connection: Int
     public var threads: Int
@@ -89,6 +91,7 @@ public struct OptionsRecord: Codable, Sendable, Equatable {
             mode = "open"
             rate = perSecond
         }
+        `protocol` = config.httpProtocol.rawValue
         connections = config.connections
         streams_per_connection = config.streamsPerConnection
         threads = config.threads

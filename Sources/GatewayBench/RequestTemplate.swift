@@ -65,6 +65,10 @@ public final class RequestTemplate: @unchecked Sendable {
     public let headBytes: Int
     public let bodyBytes: Int
     public let isHead: Bool
+    /// The same request as HTTP/2 header fields (`--h2c`): pseudo-headers first, names in lowercase, no
+    /// connection-specific fields; ranges into `h2Storage`.
+    let h2Fields: [(name: Range<Int>, value: Range<Int>)]
+    let h2Storage: UnsafeMutableRawBufferPointer
 
     public init(spec: RequestSpec, target: BenchTarget) {
         let body = spec.bodyBytes()
@@ -84,11 +88,42 @@ public final class RequestTemplate: @unchecked Sendable {
         headBytes = headUTF8.count
         bodyBytes = hasBody ? body.count : 0
         bytes = .allocate(byteCount: headBytes + bodyBytes, alignment: 16)
+        var fields: [(String, String)] = [
+            (":method", method), (":scheme", "http"),
+            (":authority", spec.headers.last { $0.0.lowercased() == "host" }?.1 ?? target.authority), (":path", target.path),
+        ]
+        if !userNames.contains("user-agent") { fields.append(("user-agent", "gwbench")) }
+        if hasBody, !userNames.contains("content-type") { fields.append(("content-type", "application/json")) }
+        if let key = spec.apiKey, !userNames.contains("authorization") { fields.append(("authorization", "Bearer \(key)")) }
+        let connectionSpecific: Set<String> = ["host", "connection", "keep-alive", "proxy-connection", "transfer-encoding", "upgrade", "content-length"]
+        for (name, value) in spec.headers where !connectionSpecific.contains(name.lowercased()) {
+            if name.lowercased() == "te" && value.lowercased() != "trailers" { continue }
+            fields.append((name.lowercased(), value))
+        }
+        if hasBody { fields.append(("content-length", String(body.count))) }
+        var storage: [UInt8] = []
+        var ranges: [(name: Range<Int>, value: Range<Int>)] = []
+        for (name, value) in fields {
+            let nameStart = storage.count
+            storage += Array(name.utf8)
+            let valueStart = storage.count
+            storage += Array(value.utf8)
+            ranges.append((nameStart..<valueStart, valueStart..<storage.count))
+        }
+        h2Fields = ranges
+        h2Storage = .allocate(byteCount: max(storage.count, 1), alignment: 1)
+        storage.withUnsafeBytes { h2Storage.baseAddress!.copyMemory(from: $0.baseAddress!, byteCount: storage.count) }
         headUTF8.withUnsafeBytes { bytes.baseAddress!.copyMemory(from: $0.baseAddress!, byteCount: headBytes) }
         if hasBody { body.withUnsafeBytes { (bytes.baseAddress! + headBytes).copyMemory(from: $0.baseAddress!, byteCount: bodyBytes) } }
     }
 
-    deinit { bytes.deallocate() }
+    deinit {
+        bytes.deallocate()
+        h2Storage.deallocate()
+    }
+
+    /// The body alone, for HTTP/2's DATA frames.
+    var body: UnsafeRawBufferPointer { UnsafeRawBufferPointer(start: bytes.baseAddress! + headBytes, count: bodyBytes) }
 
     public var count: Int { bytes.count }
     public var text: String { String(decoding: UnsafeRawBufferPointer(bytes), as: UTF8.self) }

@@ -10,7 +10,9 @@ public enum TextReport {
         let threads = config.threads == 1 ? "1 thread" : "\(config.threads) threads"
         let template = RequestTemplate(spec: config.request, target: config.target)
         lines.append("gwbench \(config.request.method) \(config.target) — \(config.modeDescription), "
-            + "\(config.connections) connection\(config.connections == 1 ? "" : "s"), \(threads), "
+            + "\(config.connections) connection\(config.connections == 1 ? "" : "s")"
+            + (config.httpProtocol == .h2c ? " (h2c, \(config.streamsPerConnection) stream\(config.streamsPerConnection == 1 ? "" : "s") each)" : "")
+            + ", \(threads), "
             + "\(template.bodyBytes)-byte body\(config.request.stream ? ", streaming" : "")")
         var window = "  window \(Format.fixed(result.durationSeconds, 2))s"
         if config.warmupNs > 0 { window += " after \(Durations.describe(config.warmupNs)) warm-up" }

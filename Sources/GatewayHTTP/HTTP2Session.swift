@@ -458,8 +458,10 @@ public final class HTTP2HeaderBlock {
                value.utf8CodeUnitCount, flags: NGHTTP2_NV_FLAG_NO_COPY_NAME.rawValue | NGHTTP2_NV_FLAG_NO_COPY_VALUE.rawValue)
     }
 
-    /// A field with a decimal value (`:status`, `content-length`).
-    public func add(_ name: StaticString, decimal value: Int) {
+    /// A field with a decimal value (`:status`, `content-length`). `indexed: false` keeps a value that changes with
+    /// every message (a timestamp) out of the HPACK dynamic table, where it would only evict useful entries and cost
+    /// both ends an allocation.
+    public func add(_ name: StaticString, decimal value: Int, indexed: Bool = true) {
         precondition(value >= 0)
         let start = scratch + scratchUsed
         var length = 1
@@ -478,7 +480,7 @@ public final class HTTP2HeaderBlock {
         } while v > 0
         scratchUsed += length
         append(UnsafeRawPointer(name.utf8Start), name.utf8CodeUnitCount, UnsafeRawPointer(start), length,
-               flags: NGHTTP2_NV_FLAG_NO_COPY_NAME.rawValue)
+               flags: NGHTTP2_NV_FLAG_NO_COPY_NAME.rawValue | (indexed ? 0 : NGHTTP2_NV_FLAG_NO_INDEX.rawValue))
     }
 
     /// A field from bytes. `stable`: they stay valid and unchanged until the frame has been sent, so nghttp2 need

@@ -155,7 +155,7 @@ final class MockConnection: EventHandler, TimerTarget, MockStatsWaiter, MockEven
         }
     }
 
-    func tick(now: UInt64) {}
+    func tick(now: UInt64) { h2?.tick(now: now) }
 
     func timerFired(token: UInt64) {
         guard token == self.token, timerArmed, state != .closed else { return }

@@ -522,7 +522,7 @@ final class MockH2Connection: HTTP2SessionDelegate, TimerTarget, MockStatsWaiter
         let count = body.buffer.writerIndex - start
         head(stream, status, contentType: contentType)
         headers.add("content-length", decimal: count)
-        headers.add("x-mock-received-ns", decimal: Int(truncatingIfNeeded: stream.plan.receivedNs))
+        headers.add("x-mock-received-ns", decimal: Int(truncatingIfNeeded: stream.plan.receivedNs), indexed: false)
         if status >= 400 && stream.plan.retryAfter >= 0 { headers.add("retry-after", decimal: stream.plan.retryAfter) }
         stream.phase = .answered
         if stream.plan.isHead {
@@ -547,7 +547,7 @@ final class MockH2Connection: HTTP2SessionDelegate, TimerTarget, MockStatsWaiter
     private func startStream(_ stream: MockH2Stream, _ status: Int) {
         head(stream, status, contentType: "text/event-stream")
         headers.add("cache-control", "no-cache")
-        headers.add("x-mock-received-ns", decimal: Int(truncatingIfNeeded: stream.plan.receivedNs))
+        headers.add("x-mock-received-ns", decimal: Int(truncatingIfNeeded: stream.plan.receivedNs), indexed: false)
         session.submitResponse(stream.id, headers: headers, body: stream.body)
         stream.group = 0
         stream.groups = MockStream.groupCount(stream.plan)

@@ -110,8 +110,13 @@ import Testing
         do {
             try config.validate()
         } catch {
-            #expect(error.description.contains("HTTP/2 arrives later"))
+            #expect(error.description.contains("needs HTTP/2 (--h2c)"))
         }
+        config.httpProtocol = .h2c
+        try config.validate()
+        config.streamsPerConnection = LoadConfig.maxStreamsPerConnection + 1
+        #expect(throws: LoadConfig.ValidationError.self) { try config.validate() }
+        config.httpProtocol = .http1
         config.streamsPerConnection = 1
         config.threads = 4
         config.connections = 2

@@ -1,6 +1,7 @@
 """HTTP/2 over cleartext with prior knowledge (h2c) on gwmock's port, against real processes on 127.0.0.1.
 
-Clients: curl --http2-prior-knowledge, h2load, httpx with http2=True and the `h2` library (frame by frame). Each stream must get the answer an HTTP/1.1 request gets, and count the same in /mock/stats.
+Clients: curl --http2-prior-knowledge, h2load, httpx with http2=True, the `h2` library (frame by frame), and
+gwbench --h2c. Each stream must get the answer an HTTP/1.1 request gets, and count the same in /mock/stats.
 """
 from __future__ import annotations
 
@@ -326,3 +327,83 @@ def test_httpx_http2_prior_knowledge(gwmock):
     stats = gwmock.stats()
     assert stats["by_path"]["/v1/chat/completions"] == 2 and stats["by_path"]["/v1/models"] == 1
     assert stats["connections"] == 1 + 1
+
+
+def counters(report: dict) -> dict[str, int]:
+    return {c["name"]: c["value"] for c in report["results"][0]["counters"]}
+
+
+def test_gwbench_h2c_counts_what_gwmock_counts(gwmock, tmp_path):
+    out = tmp_path / "bench.json"
+    result = subprocess.run(
+        [str(executable("gwbench")), "run", gwmock.url, "--h2c", "-c", "2", "-m", "8", "-n", "2000", "--warmup", "0s",
+         "--quiet", "--json", str(out)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = json.loads(out.read_text())
+    c = counters(report)
+    stats = gwmock.stats()
+    assert c["responses"] == c["responses_total"] == 2000, c
+    assert stats["by_path"]["/v1/chat/completions"] == c["responses_total"]
+    assert c["status_2xx"] == 2000
+    for failure in ("failures_total", "connect_errors", "resets", "timeouts", "bad_responses"):
+        assert c[failure] == 0, (failure, c)
+    assert c["connections_opened"] == 2 and stats["connections"] == 2 + 1
+    assert report["options"]["streams_per_connection"] == 8
+    assert report["options"]["protocol"] == "h2c"
+    # x-mock-received-ns came back on every stream: both legs are measured.
+    ids = {s["id"]: s for s in report["results"][0]["statistics"]}
+    assert ids["leg_to_upstream"]["count"] == 2000
+
+
+def test_gwbench_h2c_streams_count_events_and_resets(gwmock, tmp_path):
+    out = tmp_path / "bench.json"
+    result = subprocess.run(
+        [str(executable("gwbench")), "run", gwmock.url, "--h2c", "-c", "1", "-m", "4", "-n", "40", "--warmup", "0s",
+         "--stream", "--header", "x-mock-chunks: 5", "--quiet", "--json", str(out)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    c = counters(json.loads(out.read_text()))
+    assert c["responses"] == 40 and c["events"] == 40 * (5 + 2), c
+    # x-mock-fault: reset answers with RST_STREAM: counted as resets, and the connection carries on.
+    result = subprocess.run(
+        [str(executable("gwbench")), "run", gwmock.url, "--h2c", "-c", "1", "-m", "4", "-n", "20", "--warmup", "0s",
+         "--header", "x-mock-fault: reset", "--quiet", "--json", str(out)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    c = counters(json.loads(out.read_text()))
+    assert c["resets"] == 20 and c["responses"] == 0 and c["connections_opened"] == 1, c
+
+
+def test_gwbench_h2_needs_tls(gwmock):
+    result = subprocess.run([str(executable("gwbench")), "run", gwmock.url, "--h2", "-n", "1"],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode != 0
+    assert "--h2 needs TLS, which arrives with the TLS slice" in result.stderr
+
+
+def test_gwbench_h2c_open_loop_counts_requests_without_a_free_stream_as_over_http1(gwmock, tmp_path):
+    """Open loop at 200 req/s for 1 s on 2 streams that each take 100 ms: about 20 requests a second fit. Due requests
+    wait for a free stream (backlogged); what never finds one before the run ends is missed, exactly as 2 HTTP/1.1
+    connections count it."""
+    def run(*protocol: str) -> dict[str, int]:
+        out = tmp_path / "open.json"
+        result = subprocess.run(
+            [str(executable("gwbench")), "run", gwmock.url, *protocol, "--rate", "200", "-d", "1s", "--warmup", "0s",
+             "--timeout", "1s", "--header", "x-mock-latency-ms: 100", "--quiet", "--json", str(out)],
+            capture_output=True, text=True, timeout=120,
+        )
+        assert result.returncode == 0, result.stdout + result.stderr
+        return counters(json.loads(out.read_text()))
+
+    h2 = run("--h2c", "-c", "1", "-m", "2")
+    h1 = run("-c", "2")
+    for c in (h2, h1):
+        assert c["requests_sent"] + c["missed"] == 200, c
+        assert c["missed"] > 100 and c["backlogged"] > 0, c
+        assert c["resets"] == 0 and c["bad_responses"] == 0, c
+    assert abs(h2["requests_sent"] - h1["requests_sent"]) <= 8, (h2, h1)
+    assert h2["connections_opened"] == 1
