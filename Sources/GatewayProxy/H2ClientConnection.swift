@@ -752,10 +752,9 @@ final class H2Stream: ClientStreamTransport {
             if !responseComplete {
                 // The exchange ended before its response did (the upstream broke mid-body, or it never answered).
                 session.resetStream(id, errorCode: HTTP2ErrorCode.internalError)
-            } else if !requestDone {
-                // Answered before the request ended (an early error): the rest of the body is not wanted.
-                session.resetStream(id, errorCode: HTTP2ErrorCode.noError)
             }
+            // Answered before the request ended (an early error): the rest of the body is consumed and dropped as
+            // it comes (see `data`). A RST_STREAM here could overtake the response's own DATA frames.
         }
         connection.exchangeEnded(slot)
     }

@@ -1,0 +1,301 @@
+"""HTTP/2 clients of the gateway: h2c with prior knowledge on a plain listener, h2 by ALPN on a tls:// one.
+
+Every stream must be served like an HTTP/1.1 request (policy, routing, accounting), through the HTTP/1.1 upstream
+pool to gwmock. Clients: curl, h2load, httpx with http2=True (and the openai SDK over it), and the `h2` library
+frame by frame for flow control, rapid resets and GOAWAY.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import ssl
+import subprocess
+import time
+from pathlib import Path
+
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
+import h2.exceptions
+import h2.settings
+import httpx
+import pytest
+
+from test_tls import certs  # noqa: F401  (the session CA and certificates)
+
+MODEL = "gpt-4o-mini"
+CHAT = {"model": MODEL, "messages": [{"role": "user", "content": "Say hello over HTTP/2."}]}
+
+
+def config(mock_url: str, **server) -> dict:
+    return {
+        "server": {"listen": ["127.0.0.1:0"], **server},
+        "providers": [{"name": "mock", "base_url": f"{mock_url}/v1", "api_key_env": "MOCK_API_KEY"}],
+        "models": [{"name": MODEL, "deployments": [{"provider": "mock"}]}],
+    }
+
+
+def port_of(url: str) -> int:
+    return int(url.rsplit(":", 1)[1])
+
+
+class RawH2:
+    """An HTTP/2 client on the `h2` library: frames in, events out."""
+
+    def __init__(self, port: int, window: int | None = None):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.conn = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=True))
+        self.conn.initiate_connection()
+        if window is not None:
+            self.conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: window})
+        self.flush()
+
+    def flush(self) -> None:
+        data = self.conn.data_to_send()
+        if data:
+            self.sock.sendall(data)
+
+    def request(self, body: dict | bytes, headers: dict | None = None, end: bool = True) -> int:
+        stream = self.conn.get_next_available_stream_id()
+        payload = body if isinstance(body, bytes) else json.dumps(body).encode()
+        fields = [(":method", "POST"), (":path", "/v1/chat/completions"), (":scheme", "http"),
+                  (":authority", "127.0.0.1"), ("content-type", "application/json"),
+                  ("content-length", str(len(payload)))]
+        fields += list((headers or {}).items())
+        self.conn.send_headers(stream, fields)
+        if end:
+            self.send_body(stream, payload)
+        self.flush()
+        return stream
+
+    def send_body(self, stream: int, payload: bytes) -> None:
+        """Sends as the windows allow, reading (and acknowledging) frames while it waits."""
+        offset = 0
+        while offset < len(payload):
+            window = min(self.conn.local_flow_control_window(stream), self.conn.max_outbound_frame_size)
+            if window <= 0:
+                self.flush()
+                self.events()
+                continue
+            piece = payload[offset:offset + window]
+            self.conn.send_data(stream, piece)
+            offset += len(piece)
+            self.flush()
+        self.conn.end_stream(stream)
+        self.flush()
+
+    def events(self) -> list:
+        data = self.sock.recv(65536)
+        if not data:
+            raise ConnectionError("closed")
+        events = self.conn.receive_data(data)
+        for event in events:
+            if isinstance(event, h2.events.DataReceived):
+                self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+        self.flush()
+        return events
+
+    def responses(self, streams: set[int], timeout: float = 30) -> dict[int, dict]:
+        """Reads until every stream in `streams` ended or was reset: status, body and how it ended."""
+        results = {s: {"status": None, "body": b"", "ended": False, "reset": None} for s in streams}
+        deadline = time.monotonic() + timeout
+        pending = set(streams)
+        while pending and time.monotonic() < deadline:
+            for event in self.events():
+                result = results.get(getattr(event, "stream_id", None))
+                if result is None:
+                    continue
+                if isinstance(event, h2.events.ResponseReceived):
+                    result["status"] = int(dict(event.headers)[b":status"])
+                    result["headers"] = dict(event.headers)
+                elif isinstance(event, h2.events.DataReceived):
+                    result["body"] += event.data
+                elif isinstance(event, h2.events.StreamEnded):
+                    result["ended"] = True
+                    pending.discard(event.stream_id)
+                elif isinstance(event, h2.events.StreamReset):
+                    result["reset"] = event.error_code
+                    pending.discard(event.stream_id)
+        return results
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_h2c_prior_knowledge_with_curl(gwmock, start_gateway):
+    gateway = start_gateway(config(gwmock.url))
+    result = subprocess.run(
+        ["curl", "-sS", "-i", "--http2-prior-knowledge", f"{gateway.url}/v1/chat/completions",
+         "-H", "content-type: application/json", "-d", json.dumps(CHAT)],
+        check=True, capture_output=True, timeout=30,
+    ).stdout.decode()
+    head, _, body = result.partition("\r\n\r\n")
+    assert head.startswith("HTTP/2 200"), head
+    fields = {line.split(":", 1)[0]: line.split(":", 1)[1].strip() for line in head.split("\r\n")[1:]}
+    assert fields["x-gateway-deployment"] == f"mock/{MODEL}"
+    assert fields["x-request-id"].startswith("gw-")
+    assert "connection" not in fields and "transfer-encoding" not in fields
+    assert json.loads(body)["usage"]["completion_tokens"] == 16
+
+    streamed = subprocess.run(
+        ["curl", "-sSN", "--http2-prior-knowledge", f"{gateway.url}/v1/chat/completions",
+         "-H", "content-type: application/json", "-d", json.dumps({**CHAT, "stream": True})],
+        check=True, capture_output=True, timeout=30,
+    ).stdout.decode()
+    events = [line for line in streamed.split("\n") if line.startswith("data: ")]
+    assert len(events) >= 17 and events[-1] == "data: [DONE]"
+    # The usage chunk the gateway asks for (stream_options.include_usage) arrives over HTTP/2 too.
+    assert any('"usage":{"prompt_tokens"' in event for event in events)
+    # HTTP/1.1 on the same listener is unaffected.
+    assert httpx.post(f"{gateway.url}/v1/chat/completions", json=CHAT).status_code == 200
+    assert gwmock.stats()["by_path"]["/v1/chat/completions"] == 3
+
+
+def test_h2_by_alpn_with_the_openai_sdk(gwmock, start_gateway, certs: Path):  # noqa: F811
+    import openai
+
+    gateway = start_gateway({
+        **config(gwmock.url, listen=["tls://127.0.0.1:0"]),
+        "server": {"listen": ["tls://127.0.0.1:0"],
+                   "tls": {"cert": str(certs / "server.pem"), "key": str(certs / "server.key")}},
+    })
+    verify = ssl.create_default_context(cafile=str(certs / "ca.pem"))
+    with httpx.Client(http2=True, verify=verify) as http:
+        response = http.post(f"{gateway.url}/v1/chat/completions", json=CHAT)
+        assert response.http_version == "HTTP/2" and response.status_code == 200
+        client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="unused", http_client=http, max_retries=0)
+        completion = client.chat.completions.create(**CHAT)
+        assert completion.usage.completion_tokens == 16
+        pieces = [c.choices[0].delta.content for c in client.chat.completions.create(**CHAT, stream=True)
+                  if c.choices and c.choices[0].delta.content]
+        assert len(pieces) == 16
+    result = subprocess.run(
+        ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_version} %{http_code}", "--http2",
+         "--cacert", str(certs / "ca.pem"), f"{gateway.url}/v1/models"],
+        check=True, capture_output=True, timeout=30,
+    ).stdout.decode()
+    assert result == "2 200"
+
+
+def test_h2load_many_streams(gwmock, start_gateway, tmp_path: Path):
+    gateway = start_gateway(config(gwmock.url))
+    body = tmp_path / "chat.json"
+    body.write_text(json.dumps(CHAT))
+    runs = [("-n", "3000", "-c", "4", "-m", "10"), ("-n", "2000", "-c", "1", "-m", "200")]
+    for args in runs:
+        out = subprocess.run(
+            ["h2load", *args, "-d", str(body), "-H", "content-type: application/json",
+             f"{gateway.url}/v1/chat/completions"],
+            check=True, capture_output=True, timeout=120, text=True,
+        ).stdout
+        requests = int(args[1])
+        assert f"{requests} succeeded, 0 failed, 0 errored, 0 timeout" in out, out
+        assert f"status codes: {requests} 2xx" in out, out
+    assert gwmock.stats()["by_path"]["/v1/chat/completions"] == 5000
+
+
+def test_h2_streams_go_through_the_policy(gwmock, start_gateway):
+    gateway = start_gateway({
+        **config(gwmock.url),
+        "groups": [{"name": "team", "models": [MODEL]}],
+        "keys": [{"name": "alice", "key": "sk-alice-h2", "groups": ["team"]}],
+    })
+    # httpx speaks h2c with prior knowledge when HTTP/1.1 is off.
+    transport = httpx.HTTPTransport(http1=False, http2=True)
+    with httpx.Client(transport=transport, base_url=gateway.url) as client:
+        denied = client.post("/v1/chat/completions", json=CHAT, headers={"authorization": "Bearer wrong"})
+        assert denied.http_version == "HTTP/2"
+        assert denied.status_code == 401 and denied.json()["error"]["code"] == "invalid_api_key"
+        allowed = client.post("/v1/chat/completions", json=CHAT, headers={"authorization": "Bearer sk-alice-h2"})
+        assert allowed.status_code == 200 and allowed.http_version == "HTTP/2"
+        other = client.post("/v1/chat/completions", json={**CHAT, "model": "gpt-4o"},
+                            headers={"authorization": "Bearer sk-alice-h2"})
+        assert other.status_code == 403 and other.json()["error"]["code"] == "model_not_allowed"
+    assert gwmock.stats()["by_path"]["/v1/chat/completions"] == 1
+
+
+def test_ten_megabytes_each_way_with_small_windows(gwmock, start_gateway):
+    gateway = start_gateway(config(gwmock.url))
+    client = RawH2(port_of(gateway.url), window=16_384)
+    try:
+        # Upload: 10 MB of JSON through the gateway's 64 KiB stream window, consumed as the exchange reads it.
+        big = {**CHAT, "messages": [{"role": "user", "content": "x" * (10 * 1024 * 1024)}]}
+        up = client.request(big, end=False)
+        client.send_body(up, json.dumps(big).encode())
+        result = client.responses({up}, timeout=120)[up]
+        assert result["status"] == 200 and result["ended"], result["status"]
+        assert json.loads(result["body"])["object"] == "chat.completion"
+
+        # Download: about 10 MB of SSE events through a 16 KiB client window.
+        down = client.request({**CHAT, "stream": True}, headers={"x-mock-chunks": "50000"})
+        result = client.responses({down}, timeout=180)[down]
+        assert result["status"] == 200 and result["ended"]
+        assert len(result["body"]) > 10 * 1024 * 1024
+        assert result["body"].rstrip().endswith(b"data: [DONE]")
+        assert result["body"].count(b"\n\ndata: ") >= 50000
+    finally:
+        client.close()
+
+
+def test_rapid_resets_are_limited(gwmock, start_gateway):
+    gateway = start_gateway(config(gwmock.url))
+    client = RawH2(port_of(gateway.url))
+    terminated = None
+    sent = 0
+    cut_off = False
+    try:
+        for sent in range(1, 5001):
+            stream = client.request(CHAT, end=False)
+            client.conn.reset_stream(stream)
+            client.flush()
+        client.sock.settimeout(5)
+        deadline = time.monotonic() + 10
+        while terminated is None and time.monotonic() < deadline:
+            for event in client.events():
+                if isinstance(event, h2.events.ConnectionTerminated):
+                    terminated = event
+    except (ConnectionError, OSError, h2.exceptions.ProtocolError):
+        cut_off = True
+    finally:
+        client.close()
+    # nghttp2's reset rate limit (a burst of 1000) answers the flood with GOAWAY ENHANCE_YOUR_CALM and the
+    # connection closes: the client is stopped well before its 5,000th open-and-reset.
+    assert cut_off or terminated is not None
+    if terminated is not None:
+        assert terminated.error_code == h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
+    assert sent < 5000
+    # The gateway is alive and serves others; the reset streams released their exchanges (the drain at stop
+    # would wait for any that leaked).
+    assert gateway.process.proc.poll() is None
+    assert httpx.post(f"{gateway.url}/v1/chat/completions", json=CHAT).status_code == 200
+    assert gateway.stop() == 0
+
+
+def test_goaway_on_sigterm_lets_streams_finish(gwmock, start_gateway, tmp_path: Path):
+    gateway = start_gateway(config(gwmock.url))
+    body = tmp_path / "chat.json"
+    body.write_text(json.dumps(CHAT))
+    # nghttp (nghttp2's client) prints every frame; three streams on one connection, each 1.5 s upstream.
+    client = subprocess.Popen(
+        ["nghttp", "-nv", "-m", "3", "-d", str(body), "-H", "x-mock-latency-ms: 1500",
+         "-H", "content-type: application/json", f"{gateway.url}/v1/chat/completions"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    time.sleep(0.5)
+    os.kill(gateway.pid, signal.SIGTERM)
+    out, _ = client.communicate(timeout=30)
+    assert client.returncode == 0, out
+    # The GOAWAY came first, graceful, naming the last stream the gateway took; the streams then finished.
+    assert "recv GOAWAY frame" in out, out
+    requests = [int(n) for n in re.findall(r"send HEADERS frame <[^>]*stream_id=(\d+)>", out)]
+    assert len(requests) == 3
+    goaway = re.search(r"\(last_stream_id=(\d+), error_code=(\w+)", out)
+    assert goaway and int(goaway.group(1)) == max(requests) and goaway.group(2) == "NO_ERROR", out
+    assert out.count(":status: 200") == 3, out
+    assert out.index("recv GOAWAY frame") < out.index(":status: 200")
+    assert gateway.stop() == 0
+    assert gwmock.stats()["by_path"]["/v1/chat/completions"] == 3
