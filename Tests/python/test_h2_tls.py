@@ -1,7 +1,8 @@
 """HTTP/2 over TLS (h2, chosen by ALPN) on gwmock's https port, against real processes on 127.0.0.1.
 
-gwmock offers ALPN h2 then http/1.1: curl --http2 and h2load get HTTP/2, curl --http1.1 still gets HTTP/1.1, and
-every TLS handshake is counted in /mock/stats "tls" whichever protocol follows it. The CA and certificates are made
+gwmock offers ALPN h2 then http/1.1: curl --http2, h2load and gwbench --h2 get HTTP/2, curl --http1.1 still gets
+HTTP/1.1, and every TLS handshake is counted in /mock/stats "tls" whichever protocol follows it. gwbench --h2
+verifies the certificate unless --insecure, and refuses a server that does not choose h2. The CA and certificates are made
 per test session by the `certs` fixture of test_tls.py (no key is committed).
 """
 from __future__ import annotations
@@ -9,13 +10,16 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import socket
+import ssl
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
 
 from conftest import executable
-from test_h2 import CHAT, STREAM, normalised, sse_events, split
+from test_h2 import CHAT, STREAM, counters, normalised, sse_events, split
 from test_tls import certs, tls_mock  # noqa: F401  (fixtures)
 
 
@@ -101,3 +105,99 @@ def test_h2load_over_tls(tls_mock, certs: Path, tmp_path: Path):
     assert stats["connections"] == 4 + 1
     assert stats["tls"]["handshakes"] == 4 + 1
     assert stats["by_model"] == {"gpt-4o-mini": 2000}
+
+
+def gwbench(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([str(executable("gwbench")), "run", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def test_gwbench_h2_counts_what_gwmock_counts(tls_mock, certs: Path, tmp_path: Path):
+    mock = tls_mock()
+    out = tmp_path / "bench.json"
+    result = gwbench(mock.url, "--h2", "-c", "2", "-m", "8", "-n", "2000", "--insecure", "--warmup", "0s",
+                     "--json", str(out))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "(h2, 8 streams each)" in result.stdout, result.stdout
+    report = json.loads(out.read_text())
+    c = counters(report)
+    stats = mock.stats(certs / "ca.pem")
+    assert c["responses"] == c["responses_total"] == 2000, c
+    assert stats["by_path"]["/v1/chat/completions"] == c["responses_total"]
+    assert c["status_2xx"] == 2000
+    for failure in ("failures_total", "connect_errors", "resets", "timeouts", "bad_responses"):
+        assert c[failure] == 0, (failure, c)
+    assert c["connections_opened"] == 2 and stats["connections"] == 2 + 1
+    assert stats["tls"]["handshakes"] == 2 + 1
+    assert report["options"]["streams_per_connection"] == 8
+    assert report["options"]["protocol"] == "h2"
+    # Every request was stamped when its HEADERS left, and x-mock-received-ns came back on every stream.
+    ids = {s["id"]: s for s in report["results"][0]["statistics"]}
+    assert ids["latency"]["count"] == 2000
+    assert ids["leg_to_upstream"]["count"] == 2000
+
+
+def test_gwbench_h2_streams_events_over_tls(tls_mock, tmp_path: Path):
+    mock = tls_mock()
+    out = tmp_path / "bench.json"
+    result = gwbench(mock.url, "--h2", "-c", "1", "-m", "4", "-n", "40", "--insecure", "--warmup", "0s", "--stream",
+                     "--header", "x-mock-chunks: 5", "--quiet", "--json", str(out))
+    assert result.returncode == 0, result.stdout + result.stderr
+    c = counters(json.loads(out.read_text()))
+    assert c["responses"] == 40 and c["events"] == 40 * (5 + 2) and c["connect_errors"] == 0, c
+
+
+def test_gwbench_h2_verifies_the_certificate(tls_mock):
+    mock = tls_mock()
+    # The mock's test CA is not in the system store: every connect fails, and says why.
+    result = gwbench(mock.url, "--h2", "-c", "1", "-d", "300ms", "--warmup", "0s", timeout=60)
+    assert "certificate verify failed" in result.stderr, result.stderr
+    assert "0 responses" in result.stdout, result.stdout
+    assert mock.stats()["by_path"]["/v1/chat/completions"] == 0
+
+
+@pytest.fixture
+def http11_only_tls_server(certs: Path):
+    """A TLS server whose ALPN offers only http/1.1; it completes handshakes and then says nothing."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(str(certs / "server.pem"), str(certs / "server.key"))
+    context.set_alpn_protocols(["http/1.1"])
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    stop = threading.Event()
+    accepted: list[socket.socket] = []
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                continue
+            client.settimeout(5)
+            try:
+                accepted.append(context.wrap_socket(client, server_side=True))
+            except (OSError, ssl.SSLError):
+                client.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield listener.getsockname()[1]
+    stop.set()
+    thread.join(timeout=5)
+    listener.close()
+    for client in accepted:
+        client.close()
+
+
+def test_gwbench_h2_refuses_a_server_that_does_not_choose_h2(http11_only_tls_server: int):
+    result = gwbench(f"https://127.0.0.1:{http11_only_tls_server}", "--h2", "--insecure", "-c", "1", "-d", "300ms",
+                     "--warmup", "0s", timeout=60)
+    assert result.stderr.count("the server did not negotiate h2") == 1, result.stderr
+    assert "0 responses" in result.stdout, result.stdout
+    assert re.search(r"errors: [1-9]\d* connect", result.stdout), result.stdout
+
+
+def test_gwbench_h2c_refuses_an_https_url(tls_mock):
+    mock = tls_mock()
+    result = gwbench(mock.url, "--h2c", "-n", "1", timeout=30)
+    assert result.returncode != 0
+    assert "use --h2 for HTTP/2 over TLS" in result.stderr
