@@ -14,12 +14,13 @@ import socket
 import ssl
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
 from conftest import executable
-from test_h2 import CHAT, STREAM, counters, normalised, sse_events, split
+from test_h2 import CHAT, STREAM, H2Client, counters, normalised, sse_events, split
 from test_tls import certs, tls_mock  # noqa: F401  (fixtures)
 
 
@@ -105,6 +106,84 @@ def test_h2load_over_tls(tls_mock, certs: Path, tmp_path: Path):
     assert stats["connections"] == 4 + 1
     assert stats["tls"]["handshakes"] == 4 + 1
     assert stats["by_model"] == {"gpt-4o-mini": 2000}
+
+
+class H2TLSClient(H2Client):
+    """`H2Client` over TLS, with ALPN offering h2 only."""
+
+    def __init__(self, port: int, ca: Path):
+        import h2.config
+        import h2.connection
+
+        context = ssl.create_default_context(cafile=str(ca))
+        context.set_alpn_protocols(["h2"])
+        self.sock = context.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=10),
+                                        server_hostname="localhost")
+        assert self.sock.selected_alpn_protocol() == "h2"
+        self.conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+        self.conn.initiate_connection()
+        self.flush()
+        self.goaway = None
+
+
+def test_many_streams_and_a_request_body_past_one_record(tls_mock, certs: Path):
+    """50 overlapping streams on one connection, and a request body of several TLS records (each read may leave
+    decrypted bytes inside OpenSSL)."""
+    pytest.importorskip("h2")
+    mock = tls_mock()
+    big = dict(CHAT, messages=[{"role": "user", "content": "x" * 100_000}])
+    with H2TLSClient(mock.port, certs / "ca.pem") as client:
+        streams = [client.request("/v1/chat/completions", CHAT, {"x-mock-latency-ms": "100"}) for _ in range(50)]
+        started = time.monotonic()
+        states = client.run_until_closed(streams)
+        elapsed = time.monotonic() - started
+        large = client.conn.get_next_available_stream_id()
+        client.conn.send_headers(large, [(":method", "POST"), (":scheme", "https"), (":authority", "localhost"),
+                                         (":path", "/v1/chat/completions"), ("content-type", "application/json")])
+        raw = json.dumps(big).encode()
+        for start in range(0, len(raw), 16384):
+            client.conn.send_data(large, raw[start:start + 16384], end_stream=start + 16384 >= len(raw))
+        client.flush()
+        large_state = client.run_until_closed([large])[large]
+    assert all(s["status"] == 200 and json.loads(s["body"])["object"] == "chat.completion" for s in states.values())
+    assert elapsed < 1.0, "the 50 latencies overlapped"
+    assert large_state["status"] == 200 and json.loads(large_state["body"])["model"] == "gpt-4o-mini"
+    stats = mock.stats(certs / "ca.pem")
+    assert stats["by_path"]["/v1/chat/completions"] == 51
+    assert stats["tls"]["handshakes"] == 1 + 1
+
+
+def test_rapid_reset_over_tls_gets_goaway_and_the_mock_keeps_serving(tls_mock, certs: Path):
+    pytest.importorskip("h2")
+    import h2.errors
+
+    mock = tls_mock()
+    with H2TLSClient(mock.port, certs / "ca.pem") as client:
+        closed = False
+        try:
+            for _ in range(1500):
+                stream = client.request("/v1/models", None)
+                client.conn.reset_stream(stream)
+                client.flush()
+        except (BrokenPipeError, ConnectionResetError, ssl.SSLError):
+            pass  # gwmock shut its side after the GOAWAY
+        client.sock.settimeout(5)
+        while not closed:
+            try:
+                data = client.sock.recv(65536)
+            except (ConnectionResetError, ssl.SSLError):
+                break
+            if not data:
+                closed = True  # close_notify, then the FIN
+                break
+            for event in client.conn.receive_data(data):
+                if type(event).__name__ == "ConnectionTerminated":
+                    client.goaway = event
+        assert client.goaway is not None, "no GOAWAY after 1500 rapid resets"
+        assert client.goaway.error_code == h2.errors.ErrorCodes.INTERNAL_ERROR
+        assert closed, "gwmock kept the connection open after its GOAWAY"
+    status, _, _, version = split(post_tls(mock.url + "/v1/chat/completions", certs / "ca.pem", CHAT))
+    assert (status, version) == (200, "2")
 
 
 def gwbench(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
