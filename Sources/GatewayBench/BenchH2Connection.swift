@@ -125,8 +125,10 @@ final class BenchH2Connection: BenchClient, EventHandler, TimerTarget, HTTP2Sess
     /// Reads from the socket, or through TLS: the one place bytes come in.
     private func readBytes(_ destination: UnsafeMutableRawPointer, _ count: Int) throws(IOError) -> IOResult<Int> {
         guard let tls else { return try Posix.read(fd, destination, count) }
+        let wantedWrite = tls.readWantsWrite
         let result = try tls.read(destination, count)
-        if tls.readWantsWrite { updateInterest() }
+        // Writability is watched only while OpenSSL needs it: level-triggered, it would fire on every wait.
+        if tls.readWantsWrite != wantedWrite { updateInterest() }
         return result
     }
 
@@ -187,7 +189,8 @@ final class BenchH2Connection: BenchClient, EventHandler, TimerTarget, HTTP2Sess
             guard tls!.negotiatedProtocol == .h2 else {
                 if stats.counters.connectErrors == 0 {
                     let chosen = tls!.negotiatedProtocol.map { "ALPN chose \($0.rawValue)" } ?? "no ALPN protocol chosen"
-                    Log.error("gwbench: the server did not negotiate h2 (\(chosen)): --h2 needs a server that offers HTTP/2 over TLS")
+                    Log.error(
+                        "gwbench: the server did not negotiate h2 (\(chosen)): --h2 needs a server that offers HTTP/2 over TLS")
                 }
                 connectFailed()
                 return false

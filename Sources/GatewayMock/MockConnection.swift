@@ -237,7 +237,8 @@ final class MockConnection: EventHandler, TimerTarget, MockStatsWaiter, MockEven
     /// read so far go to a `MockH2Connection`. This object stays registered only to forward the events.
     private func handOffToH2() {
         let connection = MockH2Connection(
-            fd: fd, registration: registration, tls: tls, context: context, input: input, readNs: tls == nil ? readNs : loop.now)
+            fd: fd, registration: registration, tls: tls, context: context, input: input,
+            readNs: tls == nil ? readNs : loop.now)
         input = ByteBuffer()
         parser.reset()
         state = .closed

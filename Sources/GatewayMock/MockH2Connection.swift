@@ -68,10 +68,10 @@ final class MockH2Stream: MockEventWriter {
 }
 
 /// One HTTP/2 client connection of gwmock: h2c with prior knowledge (`MockConnection` hands the socket over when the
-/// first bytes are the client preface), or h2 over TLS (handed over when ALPN chose h2 in the handshake). Each stream gets the answer an HTTP/1.1 request would get, counted the same
-/// way (MockExchange.swift): the same plan, bodies and events, `x-mock-received-ns`, latency, profiles and stats.
-/// Faults map to streams: `reset` resets the stream (RST_STREAM, INTERNAL_ERROR), `close-mid-body` resets it after
-/// half the body, `stall` leaves it unanswered.
+/// first bytes are the client preface), or h2 over TLS (handed over when ALPN chose h2 in the handshake). Each stream
+/// gets the answer an HTTP/1.1 request would get, counted the same way (MockExchange.swift): the same plan, bodies
+/// and events, `x-mock-received-ns`, latency, profiles and stats. Faults map to streams: `reset` resets the stream
+/// (RST_STREAM, INTERNAL_ERROR), `close-mid-body` resets it after half the body, `stall` leaves it unanswered.
 ///
 /// Output: answers are written into each stream's `HTTP2Body` and go out with NGHTTP2_DATA_FLAG_NO_COPY; a
 /// streamed answer is cut into one DATA frame per SSE event, sent as the events are produced. Socket I/O goes through
@@ -131,7 +131,9 @@ final class MockH2Connection: HTTP2SessionDelegate, TimerTarget, MockStatsWaiter
     /// - Parameters:
     ///   - tls: the TLS stream whose handshake chose h2, or nil for h2c.
     ///   - input: the bytes read so far, preface first; the connection takes the buffer over.
-    init(fd: Int32, registration: Registration, tls: TLSStream? = nil, context: MockLoopContext, input: ByteBuffer, readNs: UInt64) {
+    init(
+        fd: Int32, registration: Registration, tls: TLSStream? = nil, context: MockLoopContext, input: ByteBuffer, readNs: UInt64
+    ) {
         self.fd = fd
         self.registration = registration
         self.tls = tls
@@ -154,8 +156,10 @@ final class MockH2Connection: HTTP2SessionDelegate, TimerTarget, MockStatsWaiter
     /// Reads from the socket, or through TLS: the one place bytes come in.
     private func readBytes(_ destination: UnsafeMutableRawPointer, _ count: Int) throws(IOError) -> IOResult<Int> {
         guard let tls else { return try Posix.read(fd, destination, count) }
+        let wantedWrite = tls.readWantsWrite
         let result = try tls.read(destination, count)
-        if tls.readWantsWrite { updateInterest() }
+        // Writability is watched only while OpenSSL needs it: level-triggered, it would fire on every wait.
+        if tls.readWantsWrite != wantedWrite { updateInterest() }
         return result
     }
 
