@@ -3,6 +3,10 @@ import Glibc
 #endif
 import GatewayHTTP
 import GatewayIO
+import Synchronization
+
+/// Whether a connection has said that the server did not choose h2: said once per process, whatever the threads.
+private let reportedNoH2 = Atomic<Bool>(false)
 
 /// One HTTP/2 client connection of the load generator, with up to `streams` requests in flight, each on its own
 /// stream: h2c with prior knowledge, or h2 over TLS (`--h2`, the handshake runs while `state` is `.connecting` and
@@ -187,7 +191,7 @@ final class BenchH2Connection: BenchClient, EventHandler, TimerTarget, HTTP2Sess
         switch tls!.handshake() {
         case .done:
             guard tls!.negotiatedProtocol == .h2 else {
-                if stats.counters.connectErrors == 0 {
+                if !reportedNoH2.exchange(true, ordering: .relaxed) {
                     let chosen = tls!.negotiatedProtocol.map { "ALPN chose \($0.rawValue)" } ?? "no ALPN protocol chosen"
                     Log.error(
                         "gwbench: the server did not negotiate h2 (\(chosen)): --h2 needs a server that offers HTTP/2 over TLS")
