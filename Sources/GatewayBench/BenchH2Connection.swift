@@ -3,12 +3,18 @@ import Glibc
 #endif
 import GatewayHTTP
 import GatewayIO
+import Synchronization
 
-/// One HTTP/2 (h2c, prior knowledge) client connection of the load generator, with up to `streams` requests in
-/// flight, each on its own stream.
+/// Whether a connection has said that the server did not choose h2: said once per process, whatever the threads.
+private let reportedNoH2 = Atomic<Bool>(false)
+
+/// One HTTP/2 client connection of the load generator, with up to `streams` requests in flight, each on its own
+/// stream: h2c with prior knowledge, or h2 over TLS (`--h2`, the handshake runs while `state` is `.connecting` and
+/// must choose h2 by ALPN).
 ///
 /// It takes the same measurements as `BenchConnection`, per stream: a request counts as sent when the writev that
-/// carries its HEADERS frame is made (the closed loop measures its latency from then), the head when its HEADERS
+/// carries its HEADERS frame is made (over TLS: the write of the record that carries it; the closed loop measures
+/// its latency from then), the head when its HEADERS
 /// arrive, SSE events as their DATA arrives, and the response when END_STREAM does. RST_STREAM (or a GOAWAY that
 /// refuses the stream) counts as a reset. A stream past the timeout is cancelled (RST_STREAM CANCEL) and counted as
 /// a timeout; the connection carries on.
@@ -65,6 +71,11 @@ final class BenchH2Connection: BenchClient, EventHandler, TimerTarget, HTTP2Sess
 
     private(set) var state = State.disconnected
     private var fd: Int32 = -1
+    private let tlsSettings: BenchTLS?
+    /// The TLS session of the current socket (`--h2`); nil for h2c.
+    private var tls: TLSStream?
+    /// Over TLS: the output offset just past the bytes staged for OpenSSL, stamped once the stage is written.
+    private var stagedThrough: UInt64 = 0
     private var registration = Registration.none
     private var session: HTTP2Session?
     private var input = ByteBuffer()
@@ -90,8 +101,10 @@ final class BenchH2Connection: BenchClient, EventHandler, TimerTarget, HTTP2Sess
     private var unsentHead = 0
     private let headers = HTTP2HeaderBlock()
 
-    init(worker: BenchWorker, loop: EventLoop, request: RequestTemplate, address: SocketAddress, streams: Int,
-         timeoutNs: UInt64, scanEvents: Bool, openLoop: Bool, stats: BenchStats) {
+    /// - Parameter tls: the client context (ALPN offering h2) and the name to verify, for `--h2`; nil for h2c.
+    init(worker: BenchWorker, loop: EventLoop, request: RequestTemplate, address: SocketAddress, tls: BenchTLS? = nil,
+         streams: Int, timeoutNs: UInt64, scanEvents: Bool, openLoop: Bool, stats: BenchStats) {
+        tlsSettings = tls
         self.worker = worker
         self.loop = loop
         self.request = request
@@ -113,14 +126,24 @@ final class BenchH2Connection: BenchClient, EventHandler, TimerTarget, HTTP2Sess
 
     // MARK: Socket
 
-    /// Reads from the socket: the one place bytes come in.
+    /// Reads from the socket, or through TLS: the one place bytes come in.
     private func readBytes(_ destination: UnsafeMutableRawPointer, _ count: Int) throws(IOError) -> IOResult<Int> {
-        try Posix.read(fd, destination, count)
+        guard let tls else { return try Posix.read(fd, destination, count) }
+        let wantedWrite = tls.readWantsWrite
+        let result = try tls.read(destination, count)
+        // Writability is watched only while OpenSSL needs it: level-triggered, it would fire on every wait.
+        if tls.readWantsWrite != wantedWrite { updateInterest() }
+        return result
     }
 
-    /// Writes to the socket: the one place bytes go out.
+    /// Writes to the socket (h2c): the one place bytes go out in cleartext. Over TLS, `flushTLS` writes instead.
     private func writeVectors(_ vectors: UnsafePointer<iovec>, _ count: Int32) throws(IOError) -> IOResult<Int> {
         try HTTP2Socket.sendVectors(fd, vectors, count)
+    }
+
+    /// Read always; write when output waits or OpenSSL must write before it can read.
+    private func updateInterest() {
+        loop.setInterest(registration, wantsWrite || tls?.readWantsWrite == true ? Interest.readWrite : Interest.read)
     }
 
     // MARK: Connecting
@@ -141,6 +164,9 @@ final class BenchH2Connection: BenchClient, EventHandler, TimerTarget, HTTP2Sess
     }
 
     private func connected() {
+        if let tlsSettings {
+            guard handshake(tlsSettings) else { return }
+        }
         state = .open
         draining = false
         loop.setInterest(registration, Interest.read)
@@ -149,6 +175,40 @@ final class BenchH2Connection: BenchClient, EventHandler, TimerTarget, HTTP2Sess
         for index in slots.indices where slots[index].phase == .queued { submit(index) }
         offerTickets()
         output()
+    }
+
+    /// Drives the TLS handshake one step. - Returns: true once it is done and h2 was chosen.
+    private func handshake(_ settings: BenchTLS) -> Bool {
+        if tls == nil {
+            do {
+                tls = try TLSStream(client: settings.context, fd: fd, host: settings.host, slot: settings.session)
+            } catch {
+                if stats.counters.connectErrors == 0 { Log.error("gwbench: \(error)") }
+                connectFailed()
+                return false
+            }
+        }
+        switch tls!.handshake() {
+        case .done:
+            guard tls!.negotiatedProtocol == .h2 else {
+                if !reportedNoH2.exchange(true, ordering: .relaxed) {
+                    let chosen = tls!.negotiatedProtocol.map { "ALPN chose \($0.rawValue)" } ?? "no ALPN protocol chosen"
+                    Log.error(
+                        "gwbench: the server did not negotiate h2 (\(chosen)): --h2 needs a server that offers HTTP/2 over TLS")
+                }
+                connectFailed()
+                return false
+            }
+            return true
+        case .wantRead:
+            loop.setInterest(registration, Interest.read)
+        case .wantWrite:
+            loop.setInterest(registration, Interest.write)
+        case .failed(let reason):
+            if stats.counters.connectErrors == 0 { Log.error("gwbench: \(reason)") }
+            connectFailed()
+        }
+        return false
     }
 
     private func connectFailed() {
@@ -171,6 +231,8 @@ final class BenchH2Connection: BenchClient, EventHandler, TimerTarget, HTTP2Sess
             fd = -1
             registration = .none
         }
+        tls = nil
+        stagedThrough = 0
         wantsWrite = false
         input.clear()
         unsent.removeAll(keepingCapacity: true)
@@ -278,6 +340,7 @@ final class BenchH2Connection: BenchClient, EventHandler, TimerTarget, HTTP2Sess
 
     /// Writes the queue. False when the socket is full (writability is awaited) or broke.
     private func flush(_ outbound: HTTP2Outbound) -> Bool {
+        if let tls { return flushTLS(outbound, tls) }
         while !outbound.isEmpty {
             let (vectors, count) = outbound.vectors
             let result: IOResult<Int>
@@ -297,18 +360,54 @@ final class BenchH2Connection: BenchClient, EventHandler, TimerTarget, HTTP2Sess
                 outbound.advance(by: written)
                 stampSent(flushed: outbound.flushedTotal, at: writeAt)
             case .wouldBlock:
-                if !wantsWrite {
-                    wantsWrite = true
-                    loop.setInterest(registration, Interest.readWrite)
-                }
+                awaitWritable()
                 return false
             }
         }
         if wantsWrite {
             wantsWrite = false
-            loop.setInterest(registration, Interest.read)
+            updateInterest()
         }
         return true
+    }
+
+    /// `flush` over TLS: the queue is staged a record at a time (copied, so the queue lets go of it at once), then
+    /// encrypted onto the socket. A request counts as sent when the write of the record carrying its HEADERS frame
+    /// begins, the same moment the writev marks for h2c.
+    private func flushTLS(_ outbound: HTTP2Outbound, _ tls: TLSStream) -> Bool {
+        while !outbound.isEmpty || tls.hasStagedOutput {
+            if tls.hasStagedOutput {
+                let writeAt = Clock.monotonicNs()
+                let result: IOResult<Void>
+                do {
+                    result = try tls.writeStaged()
+                } catch {
+                    inOutput = false
+                    broken()
+                    return false
+                }
+                guard case .processed = result else {
+                    awaitWritable()
+                    return false
+                }
+                stampSent(flushed: stagedThrough, at: writeAt)
+                continue
+            }
+            let (vectors, count) = outbound.vectors
+            outbound.advance(by: tls.stage(vectors, Int(count)))
+            stagedThrough = outbound.flushedTotal
+        }
+        if wantsWrite {
+            wantsWrite = false
+            updateInterest()
+        }
+        return true
+    }
+
+    private func awaitWritable() {
+        guard !wantsWrite else { return }
+        wantsWrite = true
+        updateInterest()
     }
 
     /// Requests whose HEADERS frame the last write took count as sent `now`, when that write began.
@@ -334,7 +433,8 @@ final class BenchH2Connection: BenchClient, EventHandler, TimerTarget, HTTP2Sess
 
     func handleEvent(_ events: UInt32) {
         if state == .connecting {
-            if Posix.socketError(fd) != 0 || events & (EventBits.error | EventBits.hangup) != 0 {
+            // Once the TLS handshake has begun, its own step reports a broken socket.
+            if tls == nil, Posix.socketError(fd) != 0 || events & (EventBits.error | EventBits.hangup) != 0 {
                 connectFailed()
             } else {
                 connected()
@@ -344,6 +444,7 @@ final class BenchH2Connection: BenchClient, EventHandler, TimerTarget, HTTP2Sess
         guard state == .open else { return }
         inEvent = true
         if events & EventBits.writable != 0, wantsWrite { outputPending = true }
+        if events & EventBits.writable != 0, tls?.readWantsWrite == true { readAvailable() }
         if events & (EventBits.readable | EventBits.readHangup | EventBits.error | EventBits.hangup) != 0 {
             readAvailable()
         }
@@ -407,8 +508,9 @@ final class BenchH2Connection: BenchClient, EventHandler, TimerTarget, HTTP2Sess
                 return
             }
             outputPending = true
-            // Read again only when the buffer filled up: level-triggered epoll reports the rest anyway.
-            guard count == asked else { return }
+            // Read again only when the buffer filled up: level-triggered epoll reports the rest anyway. OpenSSL may
+            // hold decrypted bytes the socket no longer signals.
+            guard count == asked || tls?.hasBufferedInput == true else { return }
         }
     }
 

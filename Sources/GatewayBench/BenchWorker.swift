@@ -160,7 +160,8 @@ final class BenchWorker: @unchecked Sendable, PreciseTimerTarget {
         var tls: BenchTLS?
         if config.target.tls {
             do {
-                let context = try TLSContext.client(caFile: nil, verifyPeer: !config.insecure, alpn: [.http11])
+                let alpn: [ALPNProtocol] = config.httpProtocol == .h2 ? [.h2] : [.http11]
+                let context = try TLSContext.client(caFile: nil, verifyPeer: !config.insecure, alpn: alpn)
                 tls = BenchTLS(context: context, host: config.target.host, session: TLSSessionSlot())
             } catch {
                 Log.error("gwbench: \(error)")
@@ -172,9 +173,9 @@ final class BenchWorker: @unchecked Sendable, PreciseTimerTarget {
                 connections.append(BenchConnection(
                     worker: self, loop: loop, request: request, address: config.target.address, tls: tls,
                     timeoutNs: config.timeoutNs, scanEvents: scanEvents, openLoop: schedule != nil, stats: stats))
-            case .h2c:
+            case .h2c, .h2:
                 connections.append(BenchH2Connection(
-                    worker: self, loop: loop, request: request, address: config.target.address,
+                    worker: self, loop: loop, request: request, address: config.target.address, tls: tls,
                     streams: config.streamsPerConnection, timeoutNs: config.timeoutNs, scanEvents: scanEvents,
                     openLoop: schedule != nil, stats: stats))
             }

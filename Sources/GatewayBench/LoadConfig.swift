@@ -12,6 +12,8 @@ public struct LoadConfig: Sendable {
         case http1 = "http/1.1"
         /// HTTP/2 over cleartext with prior knowledge.
         case h2c
+        /// HTTP/2 over TLS, chosen by ALPN.
+        case h2
     }
 
     public var target: BenchTarget
@@ -48,7 +50,13 @@ public struct LoadConfig: Sendable {
 
     public func validate() throws(ValidationError) {
         if streamsPerConnection > 1 && httpProtocol == .http1 {
-            throw ValidationError(description: "-m \(streamsPerConnection): more than one stream per connection needs HTTP/2 (--h2c)")
+            throw ValidationError(description: "-m \(streamsPerConnection): more than one stream per connection needs HTTP/2 (--h2 or --h2c)")
+        }
+        if httpProtocol == .h2 && !target.tls {
+            throw ValidationError(description: "--h2 is HTTP/2 over TLS and needs an https:// URL (use --h2c for cleartext HTTP/2)")
+        }
+        if httpProtocol == .h2c && target.tls {
+            throw ValidationError(description: "--h2c is cleartext HTTP/2 and needs an http:// URL (use --h2 for HTTP/2 over TLS)")
         }
         guard streamsPerConnection >= 1, streamsPerConnection <= LoadConfig.maxStreamsPerConnection else {
             throw ValidationError(description: "-m must be between 1 and \(LoadConfig.maxStreamsPerConnection)")

@@ -62,7 +62,7 @@ public struct OptionsRecord: Codable, Sendable, Equatable {
     public var url: String
     public var mode: String
     public var rate: Double?
-    /// "http/1.1" or "h2c"; absent in files written before HTTP/2.
+    /// "http/1.1", "h2c" or "h2"; absent in files written before HTTP/2.
     public var `protocol`: String?
     public var connections: Int
     public var streams_per_connection: Int

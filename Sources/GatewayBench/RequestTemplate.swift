@@ -65,7 +65,7 @@ public final class RequestTemplate: @unchecked Sendable {
     public let headBytes: Int
     public let bodyBytes: Int
     public let isHead: Bool
-    /// The same request as HTTP/2 header fields (`--h2c`): pseudo-headers first, names in lowercase, no
+    /// The same request as HTTP/2 header fields (`--h2c`, `--h2`): pseudo-headers first, names in lowercase, no
     /// connection-specific fields; ranges into `h2Storage`.
     let h2Fields: [(name: Range<Int>, value: Range<Int>)]
     let h2Storage: UnsafeMutableRawBufferPointer
@@ -89,7 +89,7 @@ public final class RequestTemplate: @unchecked Sendable {
         bodyBytes = hasBody ? body.count : 0
         bytes = .allocate(byteCount: headBytes + bodyBytes, alignment: 16)
         var fields: [(String, String)] = [
-            (":method", method), (":scheme", "http"),
+            (":method", method), (":scheme", target.tls ? "https" : "http"),
             (":authority", spec.headers.last { $0.0.lowercased() == "host" }?.1 ?? target.authority), (":path", target.path),
         ]
         if !userNames.contains("user-agent") { fields.append(("user-agent", "gwbench")) }

@@ -11,7 +11,7 @@ public enum TextReport {
         let template = RequestTemplate(spec: config.request, target: config.target)
         lines.append("gwbench \(config.request.method) \(config.target) — \(config.modeDescription), "
             + "\(config.connections) connection\(config.connections == 1 ? "" : "s")"
-            + (config.httpProtocol == .h2c ? " (h2c, \(config.streamsPerConnection) stream\(config.streamsPerConnection == 1 ? "" : "s") each)" : "")
+            + (config.httpProtocol != .http1 ? " (\(config.httpProtocol.rawValue), \(config.streamsPerConnection) stream\(config.streamsPerConnection == 1 ? "" : "s") each)" : "")
             + ", \(threads), "
             + "\(template.bodyBytes)-byte body\(config.request.stream ? ", streaming" : "")")
         var window = "  window \(Format.fixed(result.durationSeconds, 2))s"

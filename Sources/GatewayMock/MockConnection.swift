@@ -140,6 +140,11 @@ final class MockConnection: EventHandler, TimerTarget, MockStatsWaiter, MockEven
         }
         if let tls, !tls.handshakeComplete {
             guard handshake(tls) else { return }
+            if tls.negotiatedProtocol == .h2 {
+                // Level-triggered: the h2 connection hears of what is still readable on the next wait.
+                handOffToH2()
+                return
+            }
             if tls.hasBufferedInput { onReadable() }
         }
         if events & EventBits.writable != 0 && tls?.readWantsWrite == true {
@@ -214,7 +219,7 @@ final class MockConnection: EventHandler, TimerTarget, MockStatsWaiter, MockEven
         }
         input.writerIndex += count
         readNs = loop.now
-        if mayBeH2 && tls == nil {  // over TLS, HTTP/2 comes by ALPN (not yet offered)
+        if mayBeH2 && tls == nil {  // over TLS, HTTP/2 comes by ALPN (see `handleEvent`)
             switch MockH2Connection.preface(in: input) {
             case .match:
                 handOffToH2()
@@ -228,10 +233,12 @@ final class MockConnection: EventHandler, TimerTarget, MockStatsWaiter, MockEven
         drive()
     }
 
-    /// HTTP/2 with prior knowledge: the socket, its registration and the bytes read so far go to a
-    /// `MockH2Connection`. This object stays registered only to forward the events.
+    /// HTTP/2 with prior knowledge, or h2 chosen by ALPN: the socket, its registration, the TLS stream and the bytes
+    /// read so far go to a `MockH2Connection`. This object stays registered only to forward the events.
     private func handOffToH2() {
-        let connection = MockH2Connection(fd: fd, registration: registration, context: context, input: input, readNs: readNs)
+        let connection = MockH2Connection(
+            fd: fd, registration: registration, tls: tls, context: context, input: input,
+            readNs: tls == nil ? readNs : loop.now)
         input = ByteBuffer()
         parser.reset()
         state = .closed

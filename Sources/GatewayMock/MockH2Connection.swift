@@ -67,15 +67,16 @@ final class MockH2Stream: MockEventWriter {
     }
 }
 
-/// One HTTP/2 (h2c, prior knowledge) client connection of gwmock. `MockConnection` hands the socket over when the
-/// first bytes are the client preface. Each stream gets the answer an HTTP/1.1 request would get, counted the same
-/// way (MockExchange.swift): the same plan, bodies and events, `x-mock-received-ns`, latency, profiles and stats.
-/// Faults map to streams: `reset` resets the stream (RST_STREAM, INTERNAL_ERROR), `close-mid-body` resets it after
-/// half the body, `stall` leaves it unanswered.
+/// One HTTP/2 client connection of gwmock: h2c with prior knowledge (`MockConnection` hands the socket over when the
+/// first bytes are the client preface), or h2 over TLS (handed over when ALPN chose h2 in the handshake). Each stream
+/// gets the answer an HTTP/1.1 request would get, counted the same way (MockExchange.swift): the same plan, bodies
+/// and events, `x-mock-received-ns`, latency, profiles and stats. Faults map to streams: `reset` resets the stream
+/// (RST_STREAM, INTERNAL_ERROR), `close-mid-body` resets it after half the body, `stall` leaves it unanswered.
 ///
 /// Output: answers are written into each stream's `HTTP2Body` and go out with NGHTTP2_DATA_FLAG_NO_COPY; a
 /// streamed answer is cut into one DATA frame per SSE event, sent as the events are produced. Socket I/O goes through
-/// `readBytes` and `writeVectors` only, so that a TLS stream can take their place.
+/// `readBytes` and `flush` only: over TLS they read and write through the `TLSStream` (which `MockConnection` owns
+/// and has finished the handshake on).
 final class MockH2Connection: HTTP2SessionDelegate, TimerTarget, MockStatsWaiter {
     static let preface: StaticString = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
@@ -105,6 +106,8 @@ final class MockH2Connection: HTTP2SessionDelegate, TimerTarget, MockStatsWaiter
     private let loop: EventLoop
     private let fd: Int32
     private let registration: Registration
+    /// h2 over TLS: every byte goes through it. Nil for h2c.
+    private let tls: TLSStream?
     private var session: HTTP2Session!
     private var input: ByteBuffer
     private var streams: [MockH2Stream] = []
@@ -125,10 +128,15 @@ final class MockH2Connection: HTTP2SessionDelegate, TimerTarget, MockStatsWaiter
     private var lingerUntil: UInt64 = 0
     static let lingerNs: UInt64 = 2_000_000_000
 
-    /// - Parameter input: the bytes read so far, preface first; the connection takes the buffer over.
-    init(fd: Int32, registration: Registration, context: MockLoopContext, input: ByteBuffer, readNs: UInt64) {
+    /// - Parameters:
+    ///   - tls: the TLS stream whose handshake chose h2, or nil for h2c.
+    ///   - input: the bytes read so far, preface first; the connection takes the buffer over.
+    init(
+        fd: Int32, registration: Registration, tls: TLSStream? = nil, context: MockLoopContext, input: ByteBuffer, readNs: UInt64
+    ) {
         self.fd = fd
         self.registration = registration
+        self.tls = tls
         self.context = context
         self.loop = context.loop
         self.input = input
@@ -139,18 +147,32 @@ final class MockH2Connection: HTTP2SessionDelegate, TimerTarget, MockStatsWaiter
         session = HTTP2Session(role: .server, settings: MockH2Connection.settings, buffers: loop.buffers, delegate: self)
         receiveInput()
         drive()
+        // The handshake's last read may have brought the client preface along: OpenSSL holds it decrypted.
+        if tls?.hasBufferedInput == true { onReadable() }
     }
 
     // MARK: Socket
 
-    /// Reads from the socket: the one place bytes come in.
+    /// Reads from the socket, or through TLS: the one place bytes come in.
     private func readBytes(_ destination: UnsafeMutableRawPointer, _ count: Int) throws(IOError) -> IOResult<Int> {
-        try Posix.read(fd, destination, count)
+        guard let tls else { return try Posix.read(fd, destination, count) }
+        let wantedWrite = tls.readWantsWrite
+        let result = try tls.read(destination, count)
+        // Writability is watched only while OpenSSL needs it: level-triggered, it would fire on every wait.
+        if tls.readWantsWrite != wantedWrite { updateInterest() }
+        return result
     }
 
-    /// Writes to the socket: the one place bytes go out.
+    /// Writes a run of the queue to the socket, or stages it for TLS: the one place bytes go out. Over TLS,
+    /// `.processed` counts the bytes staged (copied, so the queue may let them go), which `flush` then writes.
     private func writeVectors(_ vectors: UnsafePointer<iovec>, _ count: Int32) throws(IOError) -> IOResult<Int> {
-        try HTTP2Socket.sendVectors(fd, vectors, count)
+        guard let tls else { return try HTTP2Socket.sendVectors(fd, vectors, count) }
+        return .processed(tls.stage(vectors, Int(count)))
+    }
+
+    /// Read always (until the GOAWAY linger ends), write when output waits or OpenSSL must write to read.
+    private func updateInterest() {
+        loop.setInterest(registration, wantsWrite || tls?.readWantsWrite == true ? Interest.readWrite : Interest.read)
     }
 
     // MARK: Events
@@ -165,6 +187,10 @@ final class MockH2Connection: HTTP2SessionDelegate, TimerTarget, MockStatsWaiter
             drive()
             guard !closed else { return }
         }
+        if events & EventBits.writable != 0 && tls?.readWantsWrite == true {
+            onReadable()
+            guard !closed else { return }
+        }
         if events & (EventBits.readable | EventBits.readHangup) != 0 {
             onReadable()
         }
@@ -175,6 +201,13 @@ final class MockH2Connection: HTTP2SessionDelegate, TimerTarget, MockStatsWaiter
     }
 
     private func onReadable() {
+        // OpenSSL may hold decrypted bytes the socket no longer signals: read until it holds none.
+        repeat {
+            readOnce()
+        } while !closed && tls?.hasBufferedInput == true
+    }
+
+    private func readOnce() {
         if !input.isAllocated { loop.buffers.attachSmall(&input) }
         if lingerUntil != 0 {
             linger()
@@ -238,6 +271,7 @@ final class MockH2Connection: HTTP2SessionDelegate, TimerTarget, MockStatsWaiter
         if session.isFinished {
             // Everything is written, the GOAWAY included.
             lingerUntil = loop.now + MockH2Connection.lingerNs
+            tls?.shutdown()
             Posix.shutdownWrite(fd)
             linger()
             return
@@ -273,10 +307,18 @@ final class MockH2Connection: HTTP2SessionDelegate, TimerTarget, MockStatsWaiter
     /// Writes what is queued. False when the socket is full (writability is awaited) or the connection closed.
     private func flush() -> Bool {
         let outbound = session.outbound
-        while !outbound.isEmpty {
-            let (vectors, count) = outbound.vectors
+        while !outbound.isEmpty || tls?.hasStagedOutput == true {
             let result: IOResult<Int>
             do {
+                if let tls, tls.hasStagedOutput {
+                    // Staged bytes go first: OpenSSL wants a retried write to start with the same bytes.
+                    guard case .processed = try tls.writeStaged() else {
+                        awaitWritable()
+                        return false
+                    }
+                    continue
+                }
+                let (vectors, count) = outbound.vectors
                 result = try writeVectors(vectors, count)
             } catch {
                 closeNow()
@@ -286,18 +328,21 @@ final class MockH2Connection: HTTP2SessionDelegate, TimerTarget, MockStatsWaiter
             case .processed(let written):
                 outbound.advance(by: written)
             case .wouldBlock:
-                if !wantsWrite {
-                    wantsWrite = true
-                    loop.setInterest(registration, Interest.readWrite)
-                }
+                awaitWritable()
                 return false
             }
         }
         if wantsWrite {
             wantsWrite = false
-            loop.setInterest(registration, Interest.read)
+            updateInterest()
         }
         return true
+    }
+
+    private func awaitWritable() {
+        guard !wantsWrite else { return }
+        wantsWrite = true
+        updateInterest()
     }
 
     func timerFired(token: UInt64) {

@@ -35,7 +35,7 @@ public final class MockServer {
         var tls: TLSContext?
         if let cert = options.tlsCert, let key = options.tlsKey {
             do {
-                tls = try TLSContext.server(certificateFile: cert, keyFile: key, alpn: [.http11])
+                tls = try TLSContext.server(certificateFile: cert, keyFile: key, alpn: [.h2, .http11])
             } catch {
                 throw StartupError(description: "--tls-cert/--tls-key: \(error)")
             }

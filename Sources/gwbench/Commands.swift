@@ -4,7 +4,7 @@ import GatewayBench
 struct GWBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "gwbench",
-        abstract: "The gateway's load generator: closed and open loop HTTP/1.1 (plain or TLS) and h2c load, HdrHistogram latencies.",
+        abstract: "The gateway's load generator: closed and open loop HTTP/1.1 and HTTP/2 (h2c, or h2 over TLS) load, HdrHistogram latencies.",
         subcommands: [RunCommand.self, CompareCommand.self, SuiteCommand.self, CheckCommand.self, HandshakesCommand.self])
 }
 
@@ -12,11 +12,11 @@ struct GWBench: ParsableCommand {
 struct LoadOptions: ParsableArguments {
     @Option(name: [.customShort("c", allowingJoined: true), .long], help: "Connections (closed loop: one request in flight on each).")
     var connections = 32
-    @Option(name: [.customShort("m", allowingJoined: true), .long], help: "Streams per connection (HTTP/2: --h2c).")
+    @Option(name: [.customShort("m", allowingJoined: true), .long], help: "Streams per connection (HTTP/2: --h2 or --h2c).")
     var streams = 1
     @Flag(help: "HTTP/2 over cleartext with prior knowledge (h2c); every target of the run speaks it.")
     var h2c = false
-    @Flag(help: "HTTP/2 over TLS (not yet: it needs TLS).")
+    @Flag(help: "HTTP/2 over TLS, chosen by ALPN (https:// URLs); every target of the run speaks it.")
     var h2 = false
     @Option(name: [.customShort("t", allowingJoined: true), .long], help: "Threads, each with its own event loop and share of the connections.")
     var threads = 1
@@ -70,12 +70,10 @@ struct LoadOptions: ParsableArguments {
             guard let bytes = Files.readBytes(body) else { throw ValidationError("--body: cannot read \(body)") }
             spec.body = bytes
         }
-        if h2 { throw ValidationError("--h2 needs TLS, which arrives with the TLS slice") }
+        if h2 && h2c { throw ValidationError("--h2 and --h2c: choose one (--h2 for https:// URLs, --h2c for http://)") }
         var config = LoadConfig(target: target, request: spec)
-        if h2c {
-            guard !target.tls else { throw ValidationError("--h2c is cleartext HTTP/2: give an http:// URL") }
-            config.httpProtocol = .h2c
-        }
+        if h2c { config.httpProtocol = .h2c }
+        if h2 { config.httpProtocol = .h2 }
         config.connections = connections
         config.streamsPerConnection = streams
         config.insecure = insecure

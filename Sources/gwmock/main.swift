@@ -43,7 +43,7 @@ struct GWMock: ParsableCommand {
         valueName: "NAME:SETTINGS"))
     var profile: [String] = []
 
-    @Option(help: "TLS certificate chain (PEM): serve HTTPS.")
+    @Option(help: "TLS certificate chain (PEM): serve HTTPS, HTTP/2 (h2) or HTTP/1.1 as ALPN chooses.")
     var tlsCert: String?
 
     @Option(help: "TLS private key (PEM), with --tls-cert.")

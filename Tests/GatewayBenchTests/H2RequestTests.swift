@@ -1,7 +1,7 @@
 import Testing
 @testable import GatewayBench
 
-/// The request template as HTTP/2 header fields (`--h2c`).
+/// The request template as HTTP/2 header fields (`--h2c`, `--h2`).
 @Suite struct H2RequestTests {
     static func fields(_ template: RequestTemplate) -> [(String, String)] {
         template.h2Fields.map {
@@ -28,6 +28,12 @@ import Testing
         #expect(fields.contains { $0 == ("content-length", String(template.bodyBytes)) })
         // The body is the HTTP/1.1 request's body, without its head.
         #expect(template.body.count == template.bodyBytes && template.body.first == UInt8(ascii: "{"))
+    }
+
+    @Test func anHTTPSTargetSaysSchemeHTTPS() throws {
+        let template = RequestTemplate(spec: RequestSpec(), target: try BenchTarget(parsing: "https://localhost:8443/v1/chat/completions"))
+        let fields = H2RequestTests.fields(template)
+        #expect(fields.prefix(4).map(\.1) == ["POST", "https", "localhost:8443", "/v1/chat/completions"])
     }
 
     @Test func aGetHasNoBodyFields() throws {

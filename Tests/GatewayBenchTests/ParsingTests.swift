@@ -110,10 +110,28 @@ import Testing
         do {
             try config.validate()
         } catch {
-            #expect(error.description.contains("needs HTTP/2 (--h2c)"))
+            #expect(error.description.contains("needs HTTP/2 (--h2 or --h2c)"))
         }
         config.httpProtocol = .h2c
         try config.validate()
+        // h2 is over TLS, h2c is not: each names the other for the wrong scheme.
+        config.httpProtocol = .h2
+        do {
+            try config.validate()
+            Issue.record("--h2 with an http:// URL passed validation")
+        } catch {
+            #expect(error.description.contains("needs an https:// URL (use --h2c"))
+        }
+        config.target = try BenchTarget(parsing: "https://127.0.0.1:1")
+        try config.validate()
+        config.httpProtocol = .h2c
+        do {
+            try config.validate()
+            Issue.record("--h2c with an https:// URL passed validation")
+        } catch {
+            #expect(error.description.contains("needs an http:// URL (use --h2 "))
+        }
+        config.target = try BenchTarget(parsing: "127.0.0.1:1")
         config.streamsPerConnection = LoadConfig.maxStreamsPerConnection + 1
         #expect(throws: LoadConfig.ValidationError.self) { try config.validate() }
         config.httpProtocol = .http1

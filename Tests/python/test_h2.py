@@ -378,11 +378,11 @@ def test_gwbench_h2c_streams_count_events_and_resets(gwmock, tmp_path):
     assert c["resets"] == 20 and c["responses"] == 0 and c["connections_opened"] == 1, c
 
 
-def test_gwbench_h2_needs_tls(gwmock):
+def test_gwbench_h2_needs_an_https_url(gwmock):
     result = subprocess.run([str(executable("gwbench")), "run", gwmock.url, "--h2", "-n", "1"],
                             capture_output=True, text=True, timeout=30)
     assert result.returncode != 0
-    assert "--h2 needs TLS, which arrives with the TLS slice" in result.stderr
+    assert "--h2 is HTTP/2 over TLS and needs an https:// URL (use --h2c for cleartext HTTP/2)" in result.stderr
 
 
 def test_gwbench_h2c_open_loop_counts_requests_without_a_free_stream_as_over_http1(gwmock, tmp_path):
