@@ -59,12 +59,13 @@ class RawH2:
         if data:
             self.sock.sendall(data)
 
-    def request(self, body: dict | bytes, headers: dict | None = None, end: bool = True) -> int:
+    def request(self, body: dict | bytes, headers: dict | None = None, end: bool = True, length: bool = True) -> int:
         stream = self.conn.get_next_available_stream_id()
         payload = body if isinstance(body, bytes) else json.dumps(body).encode()
         fields = [(":method", "POST"), (":path", "/v1/chat/completions"), (":scheme", "http"),
-                  (":authority", "127.0.0.1"), ("content-type", "application/json"),
-                  ("content-length", str(len(payload)))]
+                  (":authority", "127.0.0.1"), ("content-type", "application/json")]
+        if length:
+            fields.append(("content-length", str(len(payload))))
         fields += list((headers or {}).items())
         self.conn.send_headers(stream, fields)
         if end:
@@ -299,3 +300,60 @@ def test_goaway_on_sigterm_lets_streams_finish(gwmock, start_gateway, tmp_path: 
     assert out.index("recv GOAWAY frame") < out.index(":status: 200")
     assert gateway.stop() == 0
     assert gwmock.stats()["by_path"]["/v1/chat/completions"] == 3
+
+
+def test_h2_upstream_failures_and_translation(gwmock, start_gateway):
+    """A stream gets the same 502 JSON error as HTTP/1.1 when the upstream is down, and an OpenAI request against an
+    Anthropic-shaped deployment is translated both ways, streamed included."""
+    dead = socket.socket()
+    dead.bind(("127.0.0.1", 0))
+    dead_port = dead.getsockname()[1]
+    dead.close()  # nothing listens there now
+    gateway = start_gateway({
+        "server": {"listen": ["127.0.0.1:0"]},
+        "providers": [
+            {"name": "down", "base_url": f"http://127.0.0.1:{dead_port}/v1", "api_key_env": "MOCK_API_KEY"},
+            {"name": "ant", "kind": "anthropic", "base_url": f"{gwmock.url}/v1", "api_key_env": "MOCK_API_KEY"},
+        ],
+        "models": [
+            {"name": "down-model", "retry": {"attempts": 1}, "deployments": [{"provider": "down"}]},
+            {"name": "claude", "deployments": [{"provider": "ant", "model": "claude-3-5-haiku"}]},
+        ],
+    })
+    transport = httpx.HTTPTransport(http1=False, http2=True)
+    with httpx.Client(transport=transport, base_url=gateway.url, timeout=30) as client:
+        failed = client.post("/v1/chat/completions", json={**CHAT, "model": "down-model"})
+        assert failed.http_version == "HTTP/2" and failed.status_code == 502
+        assert failed.json()["error"]["code"] == "upstream_error"
+        assert failed.headers["x-gateway-attempts"] == "1"
+
+        translated = client.post("/v1/chat/completions", json={**CHAT, "model": "claude"})
+        assert translated.status_code == 200, translated.text
+        body = translated.json()
+        assert body["object"] == "chat.completion" and body["choices"][0]["message"]["content"]
+        with client.stream("POST", "/v1/chat/completions", json={**CHAT, "model": "claude", "stream": True}) as stream:
+            assert stream.status_code == 200
+            events = [line for line in stream.iter_lines() if line.startswith("data: ")]
+        assert len(events) > 3 and events[-1] == "data: [DONE]"
+        assert any('"delta":{"content":' in event for event in events)
+    assert gwmock.stats()["by_path"]["/v1/messages"] == 2
+
+
+def test_h2_body_without_content_length(gwmock, start_gateway):
+    """HTTP/2 needs no content-length: the body arrives in DATA frames until END_STREAM, and is re-framed as chunked."""
+    gateway = start_gateway(config(gwmock.url))
+    client = RawH2(port_of(gateway.url))
+    try:
+        payload = json.dumps(CHAT).encode()
+        stream = client.request(payload, end=False, length=False)
+        for start in range(0, len(payload), 20):
+            client.conn.send_data(stream, payload[start:start + 20])
+            client.flush()
+        client.conn.end_stream(stream)
+        client.flush()
+        result = client.responses({stream})[stream]
+        assert result["status"] == 200 and result["ended"], result
+        assert json.loads(result["body"])["usage"]["prompt_tokens"] > 0
+    finally:
+        client.close()
+    assert gwmock.stats()["by_model"] == {MODEL: 1}
