@@ -110,7 +110,7 @@ public enum SuiteScenarios {
     /// wait for.
     public static let all: [(number: Int, id: String, title: String, waitsFor: String?)] = [
         (1, "overhead", "Overhead, non-streaming, HTTP/1.1", nil),
-        (2, "h2-tls", "The same over HTTP/2 (h2c) and with TLS", "HTTP/2 (h2c) and TLS on the client side of gwbench and the gateway"),
+        (2, "h2-tls", "The same over HTTP/2 (h2c, 4 connections × 32 streams; TLS is scripts/bench-tls.sh)", nil),
         (3, "streaming", "Streaming: added time to first token, inter-chunk gaps, byte-identical chunks",
          "the streaming scenario (byte-for-byte chunk comparison) in the suite"),
         (4, "prompt-size", "Prompt size 1 KB, 10 KB, 100 KB, 1 MB", nil),
@@ -216,6 +216,7 @@ public final class SuiteRunner {
             do {
                 switch entry.number {
                 case 1: (record.points, record.note) = try overheadQuietest()
+                case 2: record.points = try http2Scenario()
                 case 4: record.points = try promptSizes()
                 case 5: record.points = try concurrency()
                 case 6: record.points = try policyScenario()
@@ -558,6 +559,20 @@ public final class SuiteRunner {
         sampleMemory("after scenario 1")
         return [point("throughput", parameter: nil, throughput), point("latency", parameter: latency.rate, latency),
                 point("latency-quarter", parameter: quarter.rate, quarter)]
+    }
+
+    /// Scenario 2: scenario 1's request over h2c, many streams on few connections: direct to gwmock against the
+    /// gateway (peers are HTTP/1.1 proxies here, so they sit this one out).
+    func http2Scenario() throws(SuiteError) -> [ScenarioPoint] {
+        var options = try compareOptions(connections: 4, promptBytes: 300, durationNs: profile.sweepDurationNs,
+                                         warmupNs: profile.pointWarmupNs, rounds: profile.pointRounds)
+        options.vias = options.vias.filter { $0.name == "gateway" }
+        options.load.httpProtocol = .h2c
+        options.load.streamsPerConnection = 32
+        let outcome = try runCompare("h2c", options)
+        log("2 h2c -c 4 -m 32: " + summaryLine(outcome))
+        sampleMemory("after scenario 2")
+        return [point("h2c 4×32", parameter: 128, outcome)]
     }
 
     /// Scenario 4: the RPS ratio and the added p50 and p99 (closed loop) at 1 KB … 1 MB bodies.

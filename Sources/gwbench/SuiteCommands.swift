@@ -44,9 +44,9 @@ struct SuiteCommand: ParsableCommand {
         options.idleConnections = idleConnections
         if let only {
             let parts = Set(only.split(separator: ",").map { String($0.trimmingCharacters()) })
-            let known: Set<String> = ["1", "4", "5", "10", "instructions", "allocations"]
-            if let unknown = parts.subtracting(known).first {
-                throw ValidationError("--only: unknown part '\(unknown)'; expected some of 1, 4, 5, 10, instructions, allocations")
+            let names = SuiteScenarios.all.filter { $0.waitsFor == nil }.map { "\($0.number)" } + ["instructions", "allocations"]
+            if let unknown = parts.subtracting(names).first {
+                throw ValidationError("--only: unknown part '\(unknown)'; expected some of \(names.joined(separator: ", "))")
             }
             options.only = parts
         }
