@@ -58,6 +58,11 @@ final class H2ClientConnection: EventHandler, HTTP2SessionDelegate, TimerTarget 
     let headers = HTTP2HeaderBlock()
     /// One response head parser for every stream: a head is parsed and converted in one go.
     let responseParser = HTTPHeadParser()
+    /// The pseudo-header values of the header block being decoded: blocks never interleave on a connection, so one
+    /// set serves every stream, without allocating per request.
+    var pseudoMethod: [UInt8] = []
+    var pseudoPath: [UInt8] = []
+    var pseudoAuthority: [UInt8] = []
     private var wantsWrite = false
     private var closed = false
     private var draining = false
@@ -316,6 +321,9 @@ final class H2ClientConnection: EventHandler, HTTP2SessionDelegate, TimerTarget 
             streams.append(nil)
         }
         streams[slot] = H2Stream(connection: self, id: id, slot: slot, context: context)
+        pseudoMethod.removeAll(keepingCapacity: true)
+        pseudoPath.removeAll(keepingCapacity: true)
+        pseudoAuthority.removeAll(keepingCapacity: true)
         activeStreams += 1
         return slot + 1
     }
@@ -395,9 +403,6 @@ final class H2Stream: ClientStreamTransport {
 
     // The request: the synthesized head, then the body as it arrives.
     private var request = ByteBuffer()
-    private var method: [UInt8] = []
-    private var path: [UInt8] = []
-    private var authority: [UInt8] = []
     private var hasHost = false
     private var hasContentLength = false
     private var sawRegularField = false
@@ -408,6 +413,11 @@ final class H2Stream: ClientStreamTransport {
     private var exchangeStarted = false
     /// Request bytes handed to the exchange so far, and the DATA payload bytes not yet consumed that they cover.
     private var requestRead = 0
+    /// Where the body starts in the request bytes (the synthesized head's length).
+    private var bodyStart = 0
+    /// Body bytes handed back to nghttp2 with `consume` (content-length bodies).
+    private var bodyConsumed = 0
+    /// Chunked bodies: where each DATA frame's re-framed bytes end, and its payload, for `consume`.
     private var consumeMarks: [(end: Int, payload: Int)] = []
 
     // The response.
@@ -445,11 +455,13 @@ final class H2Stream: ClientStreamTransport {
 
     func header(name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer) {
         if name.first == UInt8(ascii: ":") {
-            if H2Stream.isName(name, ":method") { method = Array(value) }
-            else if H2Stream.isName(name, ":path") { path = Array(value) }
-            else if H2Stream.isName(name, ":authority") { authority = Array(value) }
+            if H2Stream.isName(name, ":method") { connection.pseudoMethod.append(contentsOf: value) }
+            else if H2Stream.isName(name, ":path") { connection.pseudoPath.append(contentsOf: value) }
+            else if H2Stream.isName(name, ":authority") { connection.pseudoAuthority.append(contentsOf: value) }
             return
         }
+        // Trailers (a second header block) are not forwarded.
+        if headComplete { return }
         if !sawRegularField {
             sawRegularField = true
             writeRequestLine()
@@ -466,14 +478,17 @@ final class H2Stream: ClientStreamTransport {
 
     func headComplete(endStream: Bool) {
         if !sawRegularField { writeRequestLine() }
-        if !hasHost && !authority.isEmpty {
+        if !hasHost && !connection.pseudoAuthority.isEmpty {
             appendRequest("host: ")
-            authority.withUnsafeBytes { appendRequest($0) }
+            connection.pseudoAuthority.withUnsafeBytes { appendRequest($0) }
             appendRequest("\r\n")
         }
         if endStream {
             requestDone = true
-            if !hasContentLength && !(method == Array("GET".utf8) || method == Array("HEAD".utf8)) {
+            let method = connection.pseudoMethod
+            let bodiless = method.count == 3 && method[0] == 0x47 && method[1] == 0x45 && method[2] == 0x54  // GET
+                || method.count == 4 && method[0] == 0x48 && method[1] == 0x45 && method[2] == 0x41 && method[3] == 0x44  // HEAD
+            if !hasContentLength && !bodiless {
                 appendRequest("content-length: 0\r\n")
             }
         } else if !hasContentLength {
@@ -482,12 +497,13 @@ final class H2Stream: ClientStreamTransport {
         }
         appendRequest("\r\n")
         headComplete = true
+        bodyStart = requestRead + request.readableBytes
     }
 
     private func writeRequestLine() {
-        method.withUnsafeBytes { appendRequest($0) }
+        connection.pseudoMethod.withUnsafeBytes { appendRequest($0) }
         appendRequest(" ")
-        path.withUnsafeBytes { appendRequest($0) }
+        connection.pseudoPath.withUnsafeBytes { appendRequest($0) }
         appendRequest(" HTTP/1.1\r\n")
     }
 
@@ -517,7 +533,7 @@ final class H2Stream: ClientStreamTransport {
         } else {
             appendRequest(bytes)
         }
-        consumeMarks.append((requestRead + request.readableBytes, bytes.count))
+        if chunked { consumeMarks.append((requestRead + request.readableBytes, bytes.count)) }
     }
 
     func requestEnded() {
@@ -551,9 +567,14 @@ final class H2Stream: ClientStreamTransport {
         if request.readableBytes == 0 { request.clear() }
         // The peer's window reopens for the DATA payload the exchange has now taken.
         var consumed = 0
-        while let first = consumeMarks.first, first.end <= requestRead {
-            consumed += first.payload
-            consumeMarks.removeFirst()
+        if chunked {
+            while let first = consumeMarks.first, first.end <= requestRead {
+                consumed += first.payload
+                consumeMarks.removeFirst()
+            }
+        } else if requestRead > bodyStart {
+            consumed = requestRead - bodyStart - bodyConsumed
+            bodyConsumed += consumed
         }
         if consumed > 0 {
             session.consume(id, consumed)
