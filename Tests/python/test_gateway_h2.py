@@ -46,9 +46,11 @@ def port_of(url: str) -> int:
 class RawH2:
     """An HTTP/2 client on the `h2` library: frames in, events out."""
 
-    def __init__(self, port: int, window: int | None = None):
+    def __init__(self, port: int, window: int | None = None, lenient: bool = False):
+        """`lenient`: send headers as given, unchecked (to play a broken client)."""
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-        self.conn = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=True))
+        self.conn = h2.connection.H2Connection(config=h2.config.H2Configuration(
+            client_side=True, validate_outbound_headers=not lenient, normalize_outbound_headers=not lenient))
         self.conn.initiate_connection()
         if window is not None:
             self.conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: window})
@@ -357,3 +359,34 @@ def test_h2_body_without_content_length(gwmock, start_gateway):
     finally:
         client.close()
     assert gwmock.stats()["by_model"] == {MODEL: 1}
+
+
+def test_h2_malformed_requests(gwmock, start_gateway):
+    """A request the HTTP/1.1 side would refuse is refused on its stream (a 4xx or a reset), a header list over the
+    64 KiB limit gets 431, and the connection and the gateway carry on."""
+    gateway = start_gateway(config(gwmock.url))
+    client = RawH2(port_of(gateway.url), lenient=True)
+    try:
+        payload = json.dumps(CHAT).encode()
+        bad_path = client.conn.get_next_available_stream_id()
+        client.conn.send_headers(bad_path, [(":method", "POST"), (":path", "/v1/chat completions"), (":scheme", "http"),
+                                            (":authority", "127.0.0.1"), ("content-length", str(len(payload)))])
+        client.conn.send_data(bad_path, payload, end_stream=True)
+        huge = client.conn.get_next_available_stream_id()
+        client.conn.send_headers(huge, [(":method", "POST"), (":path", "/v1/chat/completions"), (":scheme", "http"),
+                                        (":authority", "127.0.0.1")]
+                                + [(f"x-big-{i}", "v" * 8_000) for i in range(10)], end_stream=True)
+        good = client.conn.get_next_available_stream_id()
+        client.conn.send_headers(good, [(":method", "POST"), (":path", "/v1/chat/completions"), (":scheme", "http"),
+                                        (":authority", "127.0.0.1"), ("content-length", str(len(payload)))])
+        client.conn.send_data(good, payload, end_stream=True)
+        client.flush()
+        results = client.responses({bad_path, huge, good})
+    finally:
+        client.close()
+    bad = results[bad_path]
+    assert bad["reset"] is not None or (400 <= bad["status"] < 500 and b'"error"' in bad["body"]), bad
+    assert results[huge]["status"] == 431 or results[huge]["reset"] is not None, results[huge]
+    assert results[good]["status"] == 200 and results[good]["ended"]
+    assert gateway.process.proc.poll() is None
+    assert gwmock.stats()["by_path"]["/v1/chat/completions"] == 1
