@@ -256,10 +256,7 @@ final class BenchConnection: EventHandler, TimerTarget {
         guard state == .inFlight else {
             if state == .ready {
                 // A TLS 1.3 server sends its session tickets after the handshake: they yield no bytes.
-                if let tls {
-                    var byte: UInt8 = 0
-                    if case .wouldBlock? = try? tls.read(&byte, 1) { return }
-                }
+                if tls?.onlyHandshakeMessagesArrived() == true { return }
                 // An idle keep-alive connection turned readable: the server closed it (or sent junk).
                 stats.counters.reconnects += 1
                 reconnect()

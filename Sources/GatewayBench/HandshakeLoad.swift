@@ -111,7 +111,7 @@ final class HandshakeDriver: TimerTarget {
 }
 
 /// One client: connect, handshake, close, again.
-final class HandshakeClient: EventHandler {
+final class HandshakeClient: EventHandler, TimerTarget {
     private unowned let driver: HandshakeDriver
     private var fd: Int32 = -1
     private var registration = Registration.none
@@ -215,9 +215,13 @@ final class HandshakeClient: EventHandler {
         if driver.measuring { driver.result.failures += 1 }
         driver.result.lastFailure = reason
         close()
-        // Back off a little so that a refusing server is not hammered in a tight loop.
-        usleep(1000)
-        if driver.loop.isRunning { open() }
+        // Back off a little so that a refusing server is not hammered in a tight loop (a timer: the other clients
+        // keep going meanwhile).
+        if driver.loop.isRunning { driver.loop.schedule(at: Clock.monotonicNs() + 1_000_000, target: self, token: 0) }
+    }
+
+    func timerFired(token: UInt64) {
+        if driver.loop.isRunning && fd < 0 { open() }
     }
 
     func close() {

@@ -160,6 +160,36 @@ public final class HTTP2Outbound {
     }
 }
 
+extension HTTP2Outbound {
+    /// Writes what is queued to `fd`, or through `tls` (staged a record at a time, then encrypted; staged bytes go
+    /// first, since OpenSSL wants a retried write to start with the same bytes). `.done`: all of it is on the socket.
+    public func write(to fd: Int32, tls: TLSStream?) -> OutboundQueue.FlushResult {
+        while !isEmpty || tls?.hasStagedOutput == true {
+            let result: IOResult<Int>
+            do {
+                if let tls {
+                    if tls.hasStagedOutput {
+                        guard case .processed = try tls.writeStaged() else { return .wouldBlock }
+                        continue
+                    }
+                    let (vectors, count) = self.vectors
+                    result = .processed(tls.stage(vectors, Int(count)))
+                } else {
+                    let (vectors, count) = self.vectors
+                    result = try HTTP2Socket.sendVectors(fd, vectors, count)
+                }
+            } catch {
+                return .failed(error)
+            }
+            switch result {
+            case .processed(let written): advance(by: written)
+            case .wouldBlock: return .wouldBlock
+            }
+        }
+        return .done
+    }
+}
+
 /// Socket calls for the HTTP/2 connections: sendmsg with MSG_NOSIGNAL (a writev that cannot raise SIGPIPE in a
 /// process that does not ignore it, such as gwbench) and read, each with the reactor's errno rules (EINTR retried,
 /// EAGAIN as `.wouldBlock`).

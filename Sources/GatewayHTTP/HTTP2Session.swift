@@ -169,6 +169,17 @@ public final class HTTP2Session {
         return Int(outbound.queuedTotal - before)
     }
 
+    public static let clientPreface: StaticString = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+    public enum PrefaceMatch { case match, partial, mismatch }
+
+    /// Whether `count` bytes at `bytes` are (the start of) the HTTP/2 client preface: h2c with prior knowledge.
+    public static func matchPreface(_ bytes: UnsafeRawPointer, _ count: Int) -> PrefaceMatch {
+        let length = min(count, clientPreface.utf8CodeUnitCount)
+        guard length > 0, memcmp(bytes, clientPreface.utf8Start, length) == 0 else { return .mismatch }
+        return length == clientPreface.utf8CodeUnitCount ? .match : .partial
+    }
+
     public var wantsRead: Bool { nghttp2_session_want_read(session) != 0 }
     public var wantsWrite: Bool { nghttp2_session_want_write(session) != 0 }
     /// Nothing more to read or write (after a GOAWAY): once `outbound` is written, close the connection.

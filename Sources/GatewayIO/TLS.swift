@@ -312,6 +312,15 @@ public final class TLSStream {
         }
     }
 
+    /// A readable event on a connection with nothing in flight: true when it held only TLS records that yield no
+    /// bytes (the session tickets a TLS 1.3 server sends after the handshake), so the connection stays usable; false
+    /// when the peer closed or sent data.
+    public func onlyHandshakeMessagesArrived() -> Bool {
+        var byte: UInt8 = 0
+        guard case .wouldBlock? = try? read(&byte, 1) else { return false }
+        return !readWantsWrite
+    }
+
     /// Bytes staged but not yet taken by OpenSSL.
     public var hasStagedOutput: Bool { stagedEnd > stagedStart }
 

@@ -220,7 +220,7 @@ final class MockConnection: EventHandler, TimerTarget, MockStatsWaiter, MockEven
         input.writerIndex += count
         readNs = loop.now
         if mayBeH2 && tls == nil {  // over TLS, HTTP/2 comes by ALPN (see `handleEvent`)
-            switch MockH2Connection.preface(in: input) {
+            switch HTTP2Session.matchPreface(input.readPointer, input.readableBytes) {
             case .match:
                 handOffToH2()
                 return

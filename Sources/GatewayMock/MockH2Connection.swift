@@ -78,17 +78,6 @@ final class MockH2Stream: MockEventWriter {
 /// `readBytes` and `flush` only: over TLS they read and write through the `TLSStream` (which `MockConnection` owns
 /// and has finished the handshake on).
 final class MockH2Connection: HTTP2SessionDelegate, TimerTarget, MockStatsWaiter {
-    static let preface: StaticString = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-
-    enum PrefaceMatch { case match, partial, mismatch }
-
-    /// Whether the unread bytes of `input` are (the start of) the HTTP/2 client preface.
-    static func preface(in input: ByteBuffer) -> PrefaceMatch {
-        let count = min(input.readableBytes, preface.utf8CodeUnitCount)
-        guard count > 0, memcmp(input.readPointer, preface.utf8Start, count) == 0 else { return .mismatch }
-        return count == preface.utf8CodeUnitCount ? .match : .partial
-    }
-
     static let settings: HTTP2Session.Settings = {
         var settings = HTTP2Session.Settings()
         // Request bodies are consumed as they arrive: the windows only need to be wide enough not to stall a sender.
@@ -161,13 +150,6 @@ final class MockH2Connection: HTTP2SessionDelegate, TimerTarget, MockStatsWaiter
         // Writability is watched only while OpenSSL needs it: level-triggered, it would fire on every wait.
         if tls.readWantsWrite != wantedWrite { updateInterest() }
         return result
-    }
-
-    /// Writes a run of the queue to the socket, or stages it for TLS: the one place bytes go out. Over TLS,
-    /// `.processed` counts the bytes staged (copied, so the queue may let them go), which `flush` then writes.
-    private func writeVectors(_ vectors: UnsafePointer<iovec>, _ count: Int32) throws(IOError) -> IOResult<Int> {
-        guard let tls else { return try HTTP2Socket.sendVectors(fd, vectors, count) }
-        return .processed(tls.stage(vectors, Int(count)))
     }
 
     /// Read always (until the GOAWAY linger ends), write when output waits or OpenSSL must write to read.
@@ -306,37 +288,20 @@ final class MockH2Connection: HTTP2SessionDelegate, TimerTarget, MockStatsWaiter
 
     /// Writes what is queued. False when the socket is full (writability is awaited) or the connection closed.
     private func flush() -> Bool {
-        let outbound = session.outbound
-        while !outbound.isEmpty || tls?.hasStagedOutput == true {
-            let result: IOResult<Int>
-            do {
-                if let tls, tls.hasStagedOutput {
-                    // Staged bytes go first: OpenSSL wants a retried write to start with the same bytes.
-                    guard case .processed = try tls.writeStaged() else {
-                        awaitWritable()
-                        return false
-                    }
-                    continue
-                }
-                let (vectors, count) = outbound.vectors
-                result = try writeVectors(vectors, count)
-            } catch {
-                closeNow()
-                return false
+        switch session.outbound.write(to: fd, tls: tls) {
+        case .done:
+            if wantsWrite {
+                wantsWrite = false
+                updateInterest()
             }
-            switch result {
-            case .processed(let written):
-                outbound.advance(by: written)
-            case .wouldBlock:
-                awaitWritable()
-                return false
-            }
+            return true
+        case .wouldBlock:
+            awaitWritable()
+            return false
+        case .failed:
+            closeNow()
+            return false
         }
-        if wantsWrite {
-            wantsWrite = false
-            updateInterest()
-        }
-        return true
     }
 
     private func awaitWritable() {

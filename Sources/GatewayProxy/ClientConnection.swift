@@ -367,7 +367,7 @@ final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
         } else {
             input.writerIndex += count
             if mayBeH2 && stream == nil {
-                switch H2ClientConnection.preface(input.readPointer, input.readableBytes) {
+                switch HTTP2Session.matchPreface(input.readPointer, input.readableBytes) {
                 case .match:
                     handOffToHTTP2()
                     return

@@ -14,17 +14,6 @@ import GatewayIO
 /// the stream's exchange has read it, and a response body waits in a bounded buffer until nghttp2 sends it; past the
 /// bound the exchange stops, and so does its upstream.
 final class H2ClientConnection: EventHandler, HTTP2SessionDelegate, TimerTarget {
-    static let preface: StaticString = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-
-    enum PrefaceMatch { case match, partial, mismatch }
-
-    /// Whether `count` bytes at `bytes` are (the start of) the HTTP/2 client preface.
-    static func preface(_ bytes: UnsafeRawPointer, _ count: Int) -> PrefaceMatch {
-        let length = min(count, preface.utf8CodeUnitCount)
-        guard length > 0, memcmp(bytes, preface.utf8Start, length) == 0 else { return .mismatch }
-        return length == preface.utf8CodeUnitCount ? .match : .partial
-    }
-
     static let settings: HTTP2Session.Settings = {
         var settings = HTTP2Session.Settings()
         settings.maxConcurrentStreams = 100
@@ -230,41 +219,20 @@ final class H2ClientConnection: EventHandler, HTTP2SessionDelegate, TimerTarget 
 
     /// Writes what is queued. False when the socket is full (writability is awaited) or the connection closed.
     private func flush() -> Bool {
-        let outbound = session.outbound
-        while !outbound.isEmpty || tls?.hasStagedOutput == true {
-            let result: IOResult<Int>
-            do {
-                if let tls {
-                    if tls.hasStagedOutput {
-                        guard case .processed = try tls.writeStaged() else {
-                            awaitWritable()
-                            return false
-                        }
-                        continue
-                    }
-                    let (vectors, count) = outbound.vectors
-                    result = .processed(tls.stage(vectors, Int(count)))
-                } else {
-                    let (vectors, count) = outbound.vectors
-                    result = try HTTP2Socket.sendVectors(fd, vectors, count)
-                }
-            } catch {
-                closeNow()
-                return false
+        switch session.outbound.write(to: fd, tls: tls) {
+        case .done:
+            if wantsWrite {
+                wantsWrite = false
+                loop.setInterest(registration, Interest.read)
             }
-            switch result {
-            case .processed(let written):
-                outbound.advance(by: written)
-            case .wouldBlock:
-                awaitWritable()
-                return false
-            }
+            return true
+        case .wouldBlock:
+            awaitWritable()
+            return false
+        case .failed:
+            closeNow()
+            return false
         }
-        if wantsWrite {
-            wantsWrite = false
-            loop.setInterest(registration, Interest.read)
-        }
-        return true
     }
 
     private func awaitWritable() {
@@ -446,11 +414,10 @@ final class H2Stream: ClientStreamTransport {
 
     // MARK: Request
 
-    static let hexDigits: StaticString = "0123456789abcdef"
-
+    /// HTTP/2 field names arrive lowercase (nghttp2 refuses others).
     @inline(__always)
     static func isName(_ name: UnsafeRawBufferPointer, _ text: StaticString) -> Bool {
-        name.count == text.utf8CodeUnitCount && memcmp(name.baseAddress!, text.utf8Start, name.count) == 0
+        HTTPBytes.equalsLowercase(name.baseAddress!, name.count, text)
     }
 
     func header(name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer) {
@@ -508,26 +475,17 @@ final class H2Stream: ClientStreamTransport {
     }
 
     func data(_ bytes: UnsafeRawBufferPointer) {
-        // After the end, or once the exchange is over (an early answer), the bytes have no reader: dropped.
-        guard !requestDone, bytes.count > 0, exchange != nil || !exchangeStarted else {
+        // After the end, once the exchange is over (an early answer), or on a refused stream, the bytes have no
+        // reader: dropped.
+        guard !requestDone, bytes.count > 0, exchange != nil || !exchangeStarted && !responseComplete else {
             session.consume(id, bytes.count)
             return
         }
         if chunked {
             // "<hex size>\r\n": at most 16 digits.
-            withUnsafeTemporaryAllocation(byteCount: 18, alignment: 1) { line in
-                var digits = 0
-                var rest = bytes.count
-                repeat { digits += 1; rest >>= 4 } while rest > 0
-                rest = bytes.count
-                for index in stride(from: digits - 1, through: 0, by: -1) {
-                    line[index] = H2Stream.hexDigits.utf8Start[rest & 15]
-                    rest >>= 4
-                }
-                line[digits] = 13
-                line[digits + 1] = 10
-                appendRequest(UnsafeRawBufferPointer(start: line.baseAddress, count: digits + 2))
-            }
+            reserveRequest(18)
+            request.append(hex: bytes.count)
+            request.append("\r\n")
             appendRequest(bytes)
             appendRequest("\r\n")
         } else {
@@ -596,22 +554,27 @@ final class H2Stream: ClientStreamTransport {
 
     private func appendRequest(_ bytes: UnsafeRawBufferPointer) {
         guard bytes.count > 0 else { return }
+        reserveRequest(bytes.count)
+        request.append(bytes.baseAddress!, bytes.count)
+    }
+
+    /// Room for `count` more request bytes: a pool chunk, grown, then the heap.
+    private func reserveRequest(_ count: Int) {
         if !request.isAllocated { loop.buffers.attachSmall(&request) }
-        if request.writableBytes < bytes.count {
+        if request.writableBytes < count {
             request.compact()
-            while request.writableBytes < bytes.count {
+            while request.writableBytes < count {
                 if request.capacity < Buffers.largeSize {
                     loop.buffers.grow(&request)
                 } else {
                     var bigger = ByteBuffer()
-                    loop.buffers.attachHeap(&bigger, capacity: max(request.capacity * 2, request.readableBytes + bytes.count))
+                    loop.buffers.attachHeap(&bigger, capacity: max(request.capacity * 2, request.readableBytes + count))
                     bigger.append(request.readPointer, request.readableBytes)
                     loop.buffers.release(&request)
                     request = bigger
                 }
             }
         }
-        request.append(bytes.baseAddress!, bytes.count)
     }
 
     // MARK: Response

@@ -281,10 +281,7 @@ final class UpstreamConnection: EventHandler {
         if state == .idle {
             // An idle keep-alive connection turned readable: the server closed it or sent junk, unless it is a
             // late TLS message (a session ticket) that yields no bytes.
-            if let tls {
-                var byte: UInt8 = 0
-                if case .wouldBlock? = try? tls.read(&byte, 1), !tls.readWantsWrite { return }
-            }
+            if tls?.onlyHandshakeMessagesArrived() == true { return }
             close()
             return
         }
