@@ -191,11 +191,6 @@ final class ConfigParser {
                     field: f.path("insecure_skip_verify"),
                     message: "the upstream's certificate and host name are not verified"))
             }
-            if provider.upstreamProtocol != .h1 {
-                warnings.append(.init(
-                    field: f.path("protocol"),
-                    message: "upstream HTTP/2 is not built yet: this provider is spoken to over HTTP/1.1"))
-            }
             provider.maxConnections = int(f, "max_connections", atLeast: 1) ?? provider.maxConnections
             if let h = section(f, "health_check", allowed: ["path", "interval_ms", "timeout_ms"]) {
                 require(h, "path")

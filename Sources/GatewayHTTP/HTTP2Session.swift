@@ -28,12 +28,15 @@ public protocol HTTP2SessionDelegate: AnyObject {
     func http2HeadersQueued(_ stream: Int32, tag: Int, until offset: UInt64)
     /// The peer sent GOAWAY.
     func http2GoAway(lastStreamID: Int32, errorCode: UInt32)
+    /// The peer's SETTINGS arrived (its limits, such as `peerMaxConcurrentStreams`, are known from now on).
+    func http2SettingsReceived()
 }
 
 extension HTTP2SessionDelegate {
     public func http2StreamOpened(_ stream: Int32) -> Int { 0 }
     public func http2HeadersQueued(_ stream: Int32, tag: Int, until offset: UInt64) {}
     public func http2GoAway(lastStreamID: Int32, errorCode: UInt32) {}
+    public func http2SettingsReceived() {}
 }
 
 /// HTTP/2 error codes (RFC 9113 §7).
@@ -346,6 +349,8 @@ public final class HTTP2Session {
             if endStream { delegate.http2DataComplete(header.stream_id, tag: tag(header.stream_id)) }
         case NGHTTP2_GOAWAY.rawValue:
             delegate.http2GoAway(lastStreamID: frame.pointee.goaway.last_stream_id, errorCode: frame.pointee.goaway.error_code)
+        case NGHTTP2_SETTINGS.rawValue where header.flags & UInt8(NGHTTP2_FLAG_ACK.rawValue) == 0:
+            delegate.http2SettingsReceived()
         default:
             break
         }

@@ -115,6 +115,10 @@ final class MockH2Connection: HTTP2SessionDelegate, TimerTarget, MockStatsWaiter
     /// After a GOAWAY: the write side is shut, and what the client still sends is read and dropped until it closes
     /// or this deadline passes. Closing at once could reset the connection and lose the GOAWAY on the way.
     private var lingerUntil: UInt64 = 0
+    /// Streams opened so far, and open now (for `--h2-goaway-after` and the stats).
+    private var streamsOpened = 0
+    private var openStreams = 0
+    private var goAwaySent = false
     static let lingerNs: UInt64 = 2_000_000_000
 
     /// - Parameters:
@@ -133,7 +137,8 @@ final class MockH2Connection: HTTP2SessionDelegate, TimerTarget, MockStatsWaiter
     }
 
     func start() {
-        session = HTTP2Session(role: .server, settings: MockH2Connection.settings, buffers: loop.buffers, delegate: self)
+        session = HTTP2Session(role: .server, settings: context.h2Settings, buffers: loop.buffers, delegate: self)
+        context.stats.h2Connections += 1
         receiveInput()
         drive()
         // The handshake's last read may have brought the client preface along: OpenSSL holds it decrypted.
@@ -227,6 +232,11 @@ final class MockH2Connection: HTTP2SessionDelegate, TimerTarget, MockStatsWaiter
             }
         }
         loop.buffers.release(&input)
+        if context.h2GoAwayAfter > 0 && streamsOpened >= context.h2GoAwayAfter && !goAwaySent {
+            // The streams received so far are answered; the client opens new ones on a new connection.
+            goAwaySent = true
+            session.goAwayGracefully()
+        }
         if !ended.isEmpty {
             for slot in ended where streams[slot].phase == .body { dispatch(streams[slot]) }
             ended.removeAll(keepingCapacity: true)
@@ -337,6 +347,10 @@ final class MockH2Connection: HTTP2SessionDelegate, TimerTarget, MockStatsWaiter
     // MARK: HTTP2SessionDelegate
 
     func http2StreamOpened(_ id: Int32) -> Int {
+        streamsOpened += 1
+        openStreams += 1
+        context.stats.h2Streams += 1
+        if openStreams > context.stats.h2MaxConcurrent { context.stats.h2MaxConcurrent = openStreams }
         let stream: MockH2Stream
         if let slot = freeSlots.popLast() {
             stream = streams[slot]
@@ -418,6 +432,7 @@ final class MockH2Connection: HTTP2SessionDelegate, TimerTarget, MockStatsWaiter
     }
 
     private func free(_ stream: MockH2Stream) {
+        openStreams -= 1
         stream.generation &+= 1
         stream.timerArmed = false
         stream.phase = .free

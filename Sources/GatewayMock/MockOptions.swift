@@ -19,6 +19,11 @@ public struct MockOptions: Sendable {
     public var profiles: [MockProfile] = []
     public var tlsCert: String?
     public var tlsKey: String?
+    /// HTTP/2: the SETTINGS_MAX_CONCURRENT_STREAMS a client may open on one connection.
+    public var h2MaxStreams = 100
+    /// HTTP/2: after this many streams on a connection, send a graceful GOAWAY (0: never), as providers do when they
+    /// recycle connections.
+    public var h2GoAwayAfter = 0
 
     public init(listen: String) {
         self.listen = listen
@@ -37,6 +42,8 @@ public struct MockOptions: Sendable {
             throw fail("--profile \(profile.name) is given twice")
         }
         guard failStatus >= 100, failStatus <= 999 else { throw fail("--fail-status must be an HTTP status (100-999)") }
+        guard h2MaxStreams >= 1, h2MaxStreams <= 1_000_000 else { throw fail("--h2-max-streams must be between 1 and 1000000") }
+        guard h2GoAwayAfter >= 0 else { throw fail("--h2-goaway-after must be >= 0") }
     }
 
     /// Answer every n-th API request with `failStatus`; 0 means never.

@@ -2,6 +2,7 @@
 import Glibc
 #endif
 import CShims
+import GatewayHTTP
 import GatewayIO
 
 /// Runs gwmock: one reactor thread per `--threads`, each with its own SO_REUSEPORT listener, counters and
@@ -100,6 +101,9 @@ final class MockLoopContext {
     let defaults: RequestPlan
     let failEvery: Int
     let failStatus: Int
+    /// HTTP/2 connections: their SETTINGS, and the streams after which they send GOAWAY (0: never).
+    let h2Settings: HTTP2Session.Settings
+    let h2GoAwayAfter: Int
     private var failCounter = 0
     private var sequence = 0
     /// Wall-clock seconds for `created`, refreshed on every tick rather than read per request.
@@ -115,6 +119,10 @@ final class MockLoopContext {
         defaults = plan
         failEvery = options.failEvery
         failStatus = options.failStatus
+        var settings = MockH2Connection.settings
+        settings.maxConcurrentStreams = UInt32(options.h2MaxStreams)
+        h2Settings = settings
+        h2GoAwayAfter = options.h2GoAwayAfter
         createdSeconds = Int(Clock.realtimeNs() / 1_000_000_000)
         loop.tickHook = { [unowned self] _ in
             self.createdSeconds = Int(Clock.realtimeNs() / 1_000_000_000)

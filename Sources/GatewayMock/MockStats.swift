@@ -12,6 +12,10 @@ final class ThreadStats {
     /// TLS handshakes completed, and how many of them resumed a session.
     var tlsHandshakes = 0
     var tlsResumed = 0
+    /// HTTP/2 connections and streams, and the most streams open at once on one connection.
+    var h2Connections = 0
+    var h2Streams = 0
+    var h2MaxConcurrent = 0
     var byPath = [Int](repeating: 0, count: MockEndpoint.allCases.count)
     var models = ModelCounts()
     /// Requests per profile, by the thread's profile index; `profileNames` names them.
@@ -28,7 +32,7 @@ final class ThreadStats {
         for (index, count) in byProfile.enumerated() where index < profileNames.count { profiles[profileNames[index]] = count }
         return StatsSnapshot(
             requests: requests, connections: connections, tlsHandshakes: tlsHandshakes, tlsResumed: tlsResumed,
-            byPath: byPath, byModel: models.dictionary(), byProfile: profiles)
+            h2Connections: h2Connections, h2Streams: h2Streams, h2MaxConcurrent: h2MaxConcurrent, byPath: byPath, byModel: models.dictionary(), byProfile: profiles)
     }
 }
 
@@ -106,6 +110,9 @@ struct StatsSnapshot: Sendable {
     var connections = 0
     var tlsHandshakes = 0
     var tlsResumed = 0
+    var h2Connections = 0
+    var h2Streams = 0
+    var h2MaxConcurrent = 0
     var byPath = [Int](repeating: 0, count: MockEndpoint.allCases.count)
     var byModel: [String: Int] = [:]
     var byProfile: [String: Int] = [:]
@@ -115,12 +122,16 @@ struct StatsSnapshot: Sendable {
         connections += other.connections
         tlsHandshakes += other.tlsHandshakes
         tlsResumed += other.tlsResumed
+        h2Connections += other.h2Connections
+        h2Streams += other.h2Streams
+        h2MaxConcurrent = max(h2MaxConcurrent, other.h2MaxConcurrent)
         for i in byPath.indices { byPath[i] += other.byPath[i] }
         byModel.merge(other.byModel, uniquingKeysWith: +)
         byProfile.merge(other.byProfile, uniquingKeysWith: +)
     }
 
-    /// `{"requests":N,"connections":N,"by_path":{…},"by_model":{…},"by_profile":{…},"tls":{"handshakes":N,"resumed":N}}`. Every known path appears, 0 or not;
+    /// `{"requests":N,"connections":N,"by_path":{…},"by_model":{…},"by_profile":{…},"tls":{"handshakes":N,"resumed":N},
+    /// "h2":{"connections":N,"streams":N,"max_concurrent":N}}`. Every known path appears, 0 or not;
     /// model names are sorted. Names are echoed as the requests spelled them, escapes included.
     func json() -> [UInt8] {
         var text = "{\"requests\":\(requests),\"connections\":\(connections),\"by_path\":{"
@@ -138,7 +149,8 @@ struct StatsSnapshot: Sendable {
             if index > 0 { text += "," }
             text += "\"\(name)\":\(byProfile[name]!)"
         }
-        text += "},\"tls\":{\"handshakes\":\(tlsHandshakes),\"resumed\":\(tlsResumed)}}"
+        text += "},\"tls\":{\"handshakes\":\(tlsHandshakes),\"resumed\":\(tlsResumed)}"
+        text += ",\"h2\":{\"connections\":\(h2Connections),\"streams\":\(h2Streams),\"max_concurrent\":\(h2MaxConcurrent)}}"
         return Array(text.utf8)
     }
 }

@@ -86,7 +86,7 @@ final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
     private var modelRange: Range<Int> = 0..<0
     private var deployment: DeploymentRoute?
     private var pool: UpstreamPool?
-    private var upstream: UpstreamConnection?
+    private var upstream: (any UpstreamChannel)?
     private var waitingForUpstream = false
     private var attempts = 0
     private var responseStarted = false
@@ -1040,7 +1040,7 @@ final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
 
     // MARK: UpstreamExchange
 
-    func upstreamReady(_ connection: UpstreamConnection) {
+    func upstreamReady(_ connection: any UpstreamChannel) {
         waitingForUpstream = false
         upstream = connection
         // A translated response is read decoded: it is re-framed for the client after translation.

@@ -64,7 +64,7 @@ final class HealthProber {
         let providerIndex: Int
         let path: String
         let startNs: UInt64
-        private var connection: UpstreamConnection?
+        private var connection: (any UpstreamChannel)?
         private var healthy = false
         private var headBytes: UnsafeMutableRawBufferPointer?
 
@@ -82,9 +82,9 @@ final class HealthProber {
             connection = nil
         }
 
-        func upstreamReady(_ connection: UpstreamConnection) {
+        func upstreamReady(_ connection: any UpstreamChannel) {
             self.connection = connection
-            let route = connection.pool.route
+            let route = connection.route
             connection.passRawChunks = false
             var head = Array("GET \(path) HTTP/1.1\r\n".utf8)
             head += route.hostLine

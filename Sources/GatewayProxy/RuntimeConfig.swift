@@ -176,6 +176,8 @@ public struct ProviderRoute: Sendable {
     public let tls: TLSContext?
     /// The name for SNI and the certificate check: base_url's host.
     public let tlsHost: String
+    /// `protocol: h2` or `h2c`: requests share HTTP/2 connections (`UpstreamH2Connection`).
+    public let http2: Bool
 
     struct ProviderError: Error, CustomStringConvertible {
         let description: String
@@ -186,10 +188,12 @@ public struct ProviderRoute: Sendable {
         kind = settings.kind
         maxConnections = settings.maxConnections
         tlsHost = settings.host
+        http2 = settings.upstreamProtocol != .h1
         if settings.tls {
             do {
                 tls = try TLSContext.client(
-                    caFile: settings.caFile, verifyPeer: !settings.insecureSkipVerify, alpn: [.http11])
+                    caFile: settings.caFile, verifyPeer: !settings.insecureSkipVerify,
+                    alpn: settings.upstreamProtocol == .h2 ? [.h2] : [.http11])
             } catch {
                 let field = settings.caFile == nil ? "base_url" : "ca_file"
                 throw ProviderError(description: "providers[\(settings.name)].\(field): \(error)")

@@ -80,11 +80,37 @@ public enum ResponseFraming: Equatable {
     case untilClose
 }
 
-/// The side of a proxied request that waits on an upstream: the client connection (HTTP/1) today,
-/// an HTTP/2 stream later.
+/// What carries one request to a provider: a keep-alive HTTP/1.1 connection (`UpstreamConnection`) or a stream of
+/// an HTTP/2 connection (`UpstreamH2Stream`). Either way the exchange writes an HTTP/1.1 request into `out` and calls
+/// `sendQueued`, and hears the response through `UpstreamExchange`.
+protocol UpstreamChannel: AnyObject {
+    var out: OutboundQueue { get set }
+    /// True: chunked bodies reach the exchange with their framing. False: decoded (HTTP/1.0 clients, HTTP/2
+    /// streams, translation).
+    var passRawChunks: Bool { get set }
+    /// False while a request body is still streaming in from the client.
+    var requestBodyComplete: Bool { get set }
+    /// Request bytes are still waiting to go out: a streaming body reads on at `upstreamWritable`.
+    var hasPendingOutput: Bool { get }
+    var route: ProviderRoute { get }
+    /// Sends what the exchange queued in `out`, then waits for the response.
+    func sendQueued()
+    /// More request body; the bytes stay valid until `upstreamWritable`.
+    func sendMore(_ bytes: UnsafeRawPointer, _ count: Int)
+    /// The exchange took the body bytes it was last given: deliver on.
+    func resume()
+    /// From `upstreamResponseHead`: the exchange will not use this response (it retries elsewhere).
+    func discardResponse()
+    /// Undoes `discardResponse` within the same `upstreamResponseHead` call.
+    func keepResponse(for exchange: any UpstreamExchange)
+    /// The exchange is gone (its client left): stop the request.
+    func cancel()
+}
+
+/// The side of a proxied request that waits on an upstream: the client connection, or one HTTP/2 stream of it.
 protocol UpstreamExchange: AnyObject {
-    /// The connection is ready for this request: write it with `send`.
-    func upstreamReady(_ connection: UpstreamConnection)
+    /// The channel is ready for this request: write it into `out`, then `sendQueued`.
+    func upstreamReady(_ connection: any UpstreamChannel)
     func upstreamFailed(_ failure: UpstreamFailure)
     /// The response head is in `parser`; its ranges are valid only during this call.
     /// Everything queued so far reached the socket: a streaming request body may read on.
@@ -99,7 +125,7 @@ protocol UpstreamExchange: AnyObject {
 }
 
 /// One keep-alive HTTP/1.1 connection to a provider, owned by its pool, serving one request at a time.
-final class UpstreamConnection: EventHandler {
+final class UpstreamConnection: EventHandler, UpstreamChannel {
     static let maxRequestsPerConnection = 10_000
 
     enum State { case connecting, handshaking, idle, writing, awaitingHead, readingBody, closed }
@@ -137,6 +163,7 @@ final class UpstreamConnection: EventHandler {
     var requestBodyComplete = true
 
     var hasPendingOutput: Bool { !out.isEmpty }
+    var route: ProviderRoute { pool.route }
 
     init(pool: UpstreamPool, loop: EventLoop) {
         self.pool = pool

@@ -49,6 +49,12 @@ struct GWMock: ParsableCommand {
     @Option(help: "TLS private key (PEM), with --tls-cert.")
     var tlsKey: String?
 
+    @Option(name: .customLong("h2-max-streams"), help: "HTTP/2: SETTINGS_MAX_CONCURRENT_STREAMS, the streams a client may open at once on one connection.")
+    var h2MaxStreams = 100
+
+    @Option(name: .customLong("h2-goaway-after"), help: "HTTP/2: send a graceful GOAWAY after this many streams on a connection (0: never).")
+    var h2GoAwayAfter = 0
+
     func run() throws {
         var options = MockOptions(listen: listen)
         options.threads = threads
@@ -65,6 +71,8 @@ struct GWMock: ParsableCommand {
         }
         options.tlsCert = tlsCert
         options.tlsKey = tlsKey
+        options.h2MaxStreams = h2MaxStreams
+        options.h2GoAwayAfter = h2GoAwayAfter
         let code = try MockServer(options: options).run()
         if code != 0 { throw ExitCode(code) }
     }

@@ -100,8 +100,8 @@ private let full = """
         #expect(c.admin == AdminSettings(listen: "127.0.0.1:8081", keyEnv: "GATEWAY_ADMIN_KEY", key: "admin-secret"))
         #expect(c.store == StoreSettings(
             sqlite: nil, postgres: "postgres://user@127.0.0.1/gateway", redis: "redis://127.0.0.1:6379", configured: true))
-        // Upstream HTTP/2 is not built yet, and "embed-*" matches no model yet.
-        #expect(c.warnings.map(\.field) == ["providers[0].protocol", "providers[1].protocol", "groups[0].models[1]"])
+        // "embed-*" matches no model yet.
+        #expect(c.warnings.map(\.field) == ["groups[0].models[1]"])
 
         #expect(c.providers.count == 3)
         let mock = try #require(c.provider(named: "mock"))

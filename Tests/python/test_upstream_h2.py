@@ -1,0 +1,216 @@
+"""HTTP/2 to the provider: `protocol: h2c` (cleartext, prior knowledge) and `protocol: h2` (TLS, ALPN).
+
+Requests share few connections: a connection carries up to the provider's SETTINGS_MAX_CONCURRENT_STREAMS at once,
+and a new one opens only when all are full. A graceful GOAWAY from the provider drains its connection, and new
+requests go to a new one without an error. gwmock reports its HTTP/2 connections, streams and the most streams open
+at once on one connection (`/mock/stats` "h2"); `--h2-max-streams` and `--h2-goaway-after` play the provider's limits.
+Clients: httpx over HTTP/1.1 and HTTP/2, the openai SDK, h2load with --h1 and with h2c.
+"""
+from __future__ import annotations
+
+import json
+import socket
+import ssl
+import subprocess
+import threading
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from conftest import Mock, Process, executable
+from test_tls import certs  # noqa: F401  (the session CA and certificates)
+
+MODEL = "gpt-4o-mini"
+CHAT = {"model": MODEL, "messages": [{"role": "user", "content": "Say hello to an HTTP/2 provider."}]}
+
+
+@pytest.fixture
+def h2_mock(tmp_path: Path, certs: Path):
+    """A factory: h2_mock("--h2-max-streams", "4", tls=True) starts a gwmock with those flags."""
+    started: list[Process] = []
+
+    def start(*flags: str, tls: bool = False) -> Mock:
+        args = [str(executable("gwmock")), "--listen", "127.0.0.1:0", *flags]
+        if tls:
+            args += ["--tls-cert", str(certs / "server.pem"), "--tls-key", str(certs / "server.key")]
+        process = Process(f"gwmock-h2-{len(started)}", args, cwd=tmp_path)
+        started.append(process)
+        return Mock(process, process.wait_listening())
+
+    yield start
+    for process in started:
+        process.terminate()
+
+
+def mock_stats(mock: Mock, certs: Path | None = None) -> dict:
+    verify = ssl.create_default_context(cafile=str(certs / "ca.pem")) if certs else True
+    return httpx.get(f"{mock.url}/mock/stats", verify=verify, timeout=10).json()
+
+
+def config(base_url: str, protocol: str, max_connections: int = 8, **provider) -> dict:
+    return {
+        "server": {"listen": ["127.0.0.1:0"], "threads": 1},
+        "providers": [{"name": "mock", "base_url": f"{base_url}/v1", "api_key_env": "MOCK_API_KEY",
+                       "protocol": protocol, "max_connections": max_connections, **provider}],
+        "models": [{"name": MODEL, "deployments": [{"provider": "mock"}]}],
+    }
+
+
+def h2load(url: str, body: Path, *args: str) -> str:
+    result = subprocess.run(
+        ["h2load", *args, "-d", str(body), "-H", "content-type: application/json", f"{url}/v1/chat/completions"],
+        capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def succeeded(output: str, total: int) -> None:
+    assert f"requests: {total} total, {total} started, {total} done, {total} succeeded" in output, output
+    assert f"status codes: {total} 2xx" in output, output
+
+
+def test_http1_client_through_h2c_upstream(h2_mock, start_gateway):
+    mock = h2_mock()
+    gateway = start_gateway(config(mock.url, "h2c"))
+    client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="unused", max_retries=0)
+    completion = client.chat.completions.create(**CHAT)
+    assert completion.choices[0].message.content and completion.usage.total_tokens > 0
+
+    # SSE arrives event by event, re-framed as chunked for the HTTP/1.1 client, and ends with the usage chunk.
+    stream = client.chat.completions.create(**CHAT, stream=True)
+    chunks = list(stream)
+    assert len(chunks) >= 16 and chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 16
+
+    with httpx.Client(base_url=gateway.url, timeout=30) as http:
+        response = http.post("/v1/chat/completions", json=CHAT)
+        assert response.status_code == 200 and response.http_version == "HTTP/1.1"
+        assert response.headers["x-gateway-deployment"] == "mock/gpt-4o-mini"
+        assert response.headers["content-length"] == str(len(response.content))
+
+    stats = mock_stats(mock)
+    assert stats["h2"]["connections"] == 1, stats["h2"]
+    assert stats["by_path"]["/v1/chat/completions"] == 3
+
+
+def test_requests_share_connections_up_to_the_stream_limit(h2_mock, start_gateway, tmp_path: Path):
+    body = tmp_path / "chat.json"
+    body.write_text(json.dumps(CHAT))
+
+    # The provider's default limit (100 streams): 32 HTTP/1.1 clients at once share one connection.
+    roomy = h2_mock()
+    gateway = start_gateway(config(roomy.url, "h2c"))
+    succeeded(h2load(gateway.url, body, "--h1", "-c", "32", "-n", "2000"), 2000)
+    stats = mock_stats(roomy)
+    assert stats["by_path"]["/v1/chat/completions"] == 2000 and stats["h2"]["streams"] == 2000
+    assert stats["h2"]["connections"] == 1 and stats["h2"]["max_concurrent"] > 1, stats["h2"]
+
+    # A provider that allows 4 streams: never more than 4 on a connection, so at least 8 connections for 32 clients,
+    # and at most max_connections (12).
+    tight = h2_mock("--h2-max-streams", "4")
+    gateway = start_gateway(config(tight.url, "h2c", max_connections=12))
+    succeeded(h2load(gateway.url, body, "--h1", "-c", "32", "-n", "3000"), 3000)
+    stats = mock_stats(tight)
+    assert stats["h2"]["max_concurrent"] == 4, stats["h2"]
+    assert 8 <= stats["h2"]["connections"] <= 12, stats["h2"]
+    assert stats["h2"]["streams"] == 3000
+
+    # HTTP/2 clients through the HTTP/2 upstream: 4 connections x 16 streams in, at most 12 x 4 out; the requests
+    # past the upstream's capacity wait in the pool.
+    succeeded(h2load(gateway.url, body, "-c", "4", "-m", "16", "-n", "3000"), 3000)
+    assert mock_stats(tight)["h2"]["max_concurrent"] == 4
+
+
+def test_goaway_from_the_provider_moves_new_requests_to_a_new_connection(h2_mock, start_gateway, tmp_path: Path):
+    body = tmp_path / "chat.json"
+    body.write_text(json.dumps(CHAT))
+    mock = h2_mock("--h2-max-streams", "8", "--h2-goaway-after", "25")
+    gateway = start_gateway(config(mock.url, "h2c", max_connections=4))
+    succeeded(h2load(gateway.url, body, "--h1", "-c", "16", "-n", "2000"), 2000)
+    stats = mock_stats(mock)
+    # Each connection served at least 25 streams and then said GOAWAY; every request still got its answer.
+    assert stats["h2"]["connections"] >= 2000 // 60, stats["h2"]
+    assert stats["by_path"]["/v1/chat/completions"] == 2000
+    assert "GOAWAY" not in gateway.stderr()  # graceful GOAWAYs are routine, not logged
+
+
+def test_large_bodies_each_way_through_the_upstream_windows(h2_mock, start_gateway):
+    mock = h2_mock()
+    cfg = config(mock.url, "h2c")
+    cfg["server"]["max_body_bytes"] = 16 * 1024 * 1024
+    gateway = start_gateway(cfg)
+    with httpx.Client(base_url=gateway.url, timeout=120) as http:
+        # Upload: 8 MB of JSON, framed into DATA as the provider's 1 MiB stream window allows.
+        big = {**CHAT, "messages": [{"role": "user", "content": "x" * (8 * 1024 * 1024)}]}
+        response = http.post("/v1/chat/completions", json=big)
+        assert response.status_code == 200 and response.json()["object"] == "chat.completion"
+        assert response.json()["usage"]["prompt_tokens"] > 1_000_000
+
+        # Download: about 10 MB of SSE through the gateway's 64 KiB upstream stream window, to an HTTP/1.1 client.
+        with http.stream("POST", "/v1/chat/completions", json={**CHAT, "stream": True},
+                         headers={"x-mock-chunks": "50000"}) as stream:
+            assert stream.status_code == 200
+            received = b"".join(stream.iter_raw())
+        assert len(received) > 10 * 1024 * 1024 and received.count(b"\n\ndata: ") >= 50000
+        assert received.rstrip().endswith(b"data: [DONE]")
+
+
+def test_h2_over_tls_with_alpn(h2_mock, start_gateway, certs: Path):
+    mock = h2_mock(tls=True)
+    gateway = start_gateway(config(mock.url, "h2", ca_file=str(certs / "ca.pem")))
+    with httpx.Client(base_url=gateway.url, timeout=30) as http:
+        for _ in range(5):
+            response = http.post("/v1/chat/completions", json=CHAT)
+            assert response.status_code == 200, response.text
+        streamed = http.post("/v1/chat/completions", json={**CHAT, "stream": True})
+        assert streamed.status_code == 200 and streamed.text.rstrip().endswith("data: [DONE]")
+    stats = mock_stats(mock, certs)
+    assert stats["h2"]["connections"] == 1 and stats["h2"]["streams"] == 6, stats
+    assert stats["tls"]["handshakes"] == 2  # the gateway's one connection, and this stats request
+
+
+def test_h2_to_a_provider_without_http2_is_a_502_that_names_alpn(start_gateway, certs: Path):
+    """A TLS server that only speaks HTTP/1.1: the handshake completes without h2, and the gateway says why."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(str(certs / "server.pem"), str(certs / "server.key"))
+    context.set_alpn_protocols(["http/1.1"])
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    stop = threading.Event()
+
+    def serve() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except (TimeoutError, socket.timeout):
+                continue
+            try:
+                with context.wrap_socket(conn, server_side=True) as tls:
+                    tls.settimeout(2)
+                    tls.recv(1024)
+            except (OSError, ssl.SSLError):
+                pass
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        gateway = start_gateway(config(f"https://127.0.0.1:{port}", "h2", ca_file=str(certs / "ca.pem")))
+        response = httpx.post(f"{gateway.url}/v1/chat/completions", json=CHAT, timeout=30)
+        assert response.status_code == 502
+        error = response.json()["error"]
+        assert error["code"] == "upstream_error" and "HTTP/2 by ALPN" in error["message"], error
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+        listener.close()
+
+
+def test_dead_h2c_upstream_is_a_502(start_gateway):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    gateway = start_gateway(config(f"http://127.0.0.1:{port}", "h2c"))
+    response = httpx.post(f"{gateway.url}/v1/chat/completions", json=CHAT, timeout=30)
+    assert response.status_code == 502 and response.json()["error"]["code"] == "upstream_error"
