@@ -214,3 +214,61 @@ def test_dead_h2c_upstream_is_a_502(start_gateway):
     gateway = start_gateway(config(f"http://127.0.0.1:{port}", "h2c"))
     response = httpx.post(f"{gateway.url}/v1/chat/completions", json=CHAT, timeout=30)
     assert response.status_code == 502 and response.json()["error"]["code"] == "upstream_error"
+
+
+def test_translation_and_failover_over_h2c(h2_mock, start_gateway):
+    """OpenAI-shaped requests to an Anthropic provider over h2c (translated both ways, plain and streamed), and a
+    deployment answering 500 over h2c that fails over to the next, whose usage is what the client sees."""
+    mock = h2_mock("--profile", "broken:status=500")
+    gateway = start_gateway({
+        "server": {"listen": ["127.0.0.1:0"], "threads": 1},
+        "providers": [
+            {"name": "ant", "kind": "anthropic", "base_url": f"{mock.url}/v1", "api_key_env": "MOCK_API_KEY",
+             "protocol": "h2c"},
+            {"name": "broken", "base_url": f"{mock.url}/broken/v1", "api_key_env": "MOCK_API_KEY", "protocol": "h2c"},
+            {"name": "good", "base_url": f"{mock.url}/v1", "api_key_env": "MOCK_API_KEY", "protocol": "h2c"},
+        ],
+        "models": [
+            {"name": "claude", "deployments": [{"provider": "ant", "model": "claude-3-5-haiku"}]},
+            {"name": MODEL, "routing": "ordered", "deployments": [{"provider": "broken"}, {"provider": "good"}]},
+        ],
+    })
+    with httpx.Client(base_url=gateway.url, timeout=30) as http:
+        translated = http.post("/v1/chat/completions", json={**CHAT, "model": "claude"})
+        assert translated.status_code == 200, translated.text
+        assert translated.json()["object"] == "chat.completion"
+        with http.stream("POST", "/v1/chat/completions", json={**CHAT, "model": "claude", "stream": True}) as stream:
+            assert stream.status_code == 200
+            events = [line for line in stream.iter_lines() if line.startswith("data: ")]
+        assert len(events) > 3 and events[-1] == "data: [DONE]"
+
+        failed_over = http.post("/v1/chat/completions", json=CHAT)
+        assert failed_over.status_code == 200, failed_over.text
+        assert failed_over.headers["x-gateway-attempts"] == "2"
+        assert failed_over.headers["x-gateway-deployment"] == "good/gpt-4o-mini"
+    stats = mock_stats(mock)
+    assert stats["by_path"]["/v1/messages"] == 2 and stats["by_profile"]["broken"] == 1
+    assert stats["h2"]["connections"] == 3  # one per provider (each pool is its own)
+
+
+def test_client_gone_mid_stream_resets_only_its_stream(h2_mock, start_gateway):
+    """A client that leaves during a long SSE stream: the gateway resets that stream (RST_STREAM), and the shared
+    connection goes on serving the other requests."""
+    mock = h2_mock()
+    gateway = start_gateway(config(mock.url, "h2c"))
+    port = int(gateway.url.rsplit(":", 1)[1])
+    for _ in range(3):
+        body = json.dumps({**CHAT, "stream": True}).encode()
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+            raw.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+                        b"x-mock-chunks: 200000\r\nx-mock-itl-ms: 0\r\ncontent-length: " + str(len(body)).encode()
+                        + b"\r\n\r\n" + body)
+            first = raw.recv(65536)
+            assert first.startswith(b"HTTP/1.1 200"), first[:200]
+        # Closed after the first bytes of a response of about 40 MB.
+    with httpx.Client(base_url=gateway.url, timeout=30) as http:
+        for _ in range(10):
+            assert http.post("/v1/chat/completions", json=CHAT).status_code == 200
+    stats = mock_stats(mock)
+    assert stats["h2"]["connections"] == 1 and stats["h2"]["streams"] == 13, stats["h2"]
+    assert gateway.stop() == 0
