@@ -272,3 +272,37 @@ def test_client_gone_mid_stream_resets_only_its_stream(h2_mock, start_gateway):
     stats = mock_stats(mock)
     assert stats["h2"]["connections"] == 1 and stats["h2"]["streams"] == 13, stats["h2"]
     assert gateway.stop() == 0
+
+
+def test_slow_h2_provider_times_out_with_504_and_the_connection_serves_on(h2_mock, start_gateway):
+    mock = h2_mock()
+    cfg = config(mock.url, "h2c")
+    cfg["server"]["timeouts"] = {"upstream_response_ms": 300}
+    gateway = start_gateway(cfg)
+    with httpx.Client(base_url=gateway.url, timeout=30) as http:
+        slow = http.post("/v1/chat/completions", json=CHAT, headers={"x-mock-latency-ms": "3000"})
+        assert slow.status_code == 504 and slow.json()["error"]["code"] == "upstream_timeout", slow.text
+        assert http.post("/v1/chat/completions", json=CHAT).status_code == 200
+    assert mock_stats(mock)["h2"]["connections"] == 1
+
+
+def test_reload_moves_new_requests_to_new_connections_and_old_ones_close(h2_mock, start_gateway):
+    """SIGHUP: the old pool's HTTP/2 connection takes no new streams (it closes once idle); the new configuration's
+    requests go over a new connection, and only one."""
+    import time
+
+    mock = h2_mock()
+    gateway = start_gateway(config(mock.url, "h2c"))
+    with httpx.Client(base_url=gateway.url, timeout=30) as http:
+        assert http.post("/v1/chat/completions", json=CHAT).status_code == 200
+        gateway.write_config(config(mock.url, "h2c", max_connections=2))
+        gateway.sighup()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and mock_stats(mock)["h2"]["connections"] < 2:
+            assert http.post("/v1/chat/completions", json=CHAT).status_code == 200
+            time.sleep(0.05)
+        assert mock_stats(mock)["h2"]["connections"] == 2
+        for _ in range(5):
+            assert http.post("/v1/chat/completions", json=CHAT).status_code == 200
+    assert mock_stats(mock)["h2"]["connections"] == 2
+    assert gateway.stop() == 0
