@@ -134,10 +134,10 @@ final class UpstreamConnection: EventHandler, UpstreamChannel {
     let pool: UpstreamPool
     let loop: EventLoop
     private(set) var state = State.connecting
-    private var fd: Int32 = -1
-    /// https providers: the TLS session over `fd`, made once TCP is connected.
-    private var tls: TLSStream?
-    private var registration = Registration.none
+    private var dialer = UpstreamDialer()
+    private var fd: Int32 { dialer.fd }
+    private var tls: TLSStream? { dialer.tls }
+    private var registration: Registration { dialer.registration }
     private var exchange: (any UpstreamExchange)?
     private var input = ByteBuffer()
     var out = OutboundQueue()
@@ -177,18 +177,11 @@ final class UpstreamConnection: EventHandler, UpstreamChannel {
     var isReused: Bool { requestsServed > 0 }
 
     /// Starts a nonblocking connect for `exchange`.
-    func connect(to address: SocketAddress, for exchange: any UpstreamExchange) {
+    func connect(for exchange: any UpstreamExchange) {
         self.exchange = exchange
         state = .connecting
         deadline = loop.now + pool.context.config.connectTimeoutNs
-        do {
-            let (fd, result) = try Sockets.connect(to: address)
-            self.fd = fd
-            registration = loop.register(fd: fd, interest: Interest.write, handler: self)
-            if case .processed = result { connected() }
-        } catch {
-            fail(.connectFailed(errno: error.errno))
-        }
+        dialed(dialer.start(pool, handler: self))
     }
 
     /// Takes an idle connection for a new request.
@@ -198,34 +191,16 @@ final class UpstreamConnection: EventHandler, UpstreamChannel {
         exchange.upstreamReady(self)
     }
 
-    private func connected() {
-        if let context = pool.route.tls, tls == nil {
-            do {
-                tls = try TLSStream(client: context, fd: fd, host: pool.route.tlsHost, slot: pool.tlsSession)
-            } catch {
-                fail(.tlsFailed(error.description))
-                return
-            }
-            state = .handshaking
-            continueHandshake()
-            return
-        }
-        state = .writing
-        loop.setInterest(registration, Interest.read)
-        exchange?.upstreamReady(self)
-    }
-
-    private func continueHandshake() {
-        guard let tls else { return }
-        switch tls.handshake() {
-        case .done:
-            connected()
-        case .wantRead:
+    private func dialed(_ progress: UpstreamDialer.Progress) {
+        switch progress {
+        case .waiting:
+            if dialer.handshaking { state = .handshaking }
+        case .failed(let failure):
+            fail(failure)
+        case .open:
+            state = .writing
             loop.setInterest(registration, Interest.read)
-        case .wantWrite:
-            loop.setInterest(registration, Interest.write)
-        case .failed(let reason):
-            fail(.tlsFailed(reason))
+            exchange?.upstreamReady(self)
         }
     }
 
@@ -262,17 +237,8 @@ final class UpstreamConnection: EventHandler, UpstreamChannel {
     // MARK: Events
 
     func handleEvent(_ events: UInt32) {
-        if state == .connecting {
-            let error = Posix.socketError(fd)
-            if error != 0 || events & (EventBits.error | EventBits.hangup) != 0 {
-                fail(.connectFailed(errno: error == 0 ? ECONNREFUSED : error))
-            } else {
-                connected()
-            }
-            return
-        }
-        if state == .handshaking {
-            continueHandshake()
+        if state == .connecting || state == .handshaking {
+            dialed(dialer.advance(pool, events: events))
             return
         }
         if events & EventBits.writable != 0, wantsWrite || tls?.readWantsWrite == true {
@@ -552,10 +518,7 @@ final class UpstreamConnection: EventHandler, UpstreamChannel {
         guard state != .closed else { return }
         state = .closed
         discarding = false
-        if fd >= 0 {
-            loop.deregisterAndClose(registration)
-            fd = -1
-        }
+        dialer.close(loop)
         loop.buffers.release(&input)
         out.removeAll()
         pool.connectionClosed(self)

@@ -38,9 +38,10 @@ final class UpstreamH2Connection: EventHandler, HTTP2SessionDelegate, TimerTarge
     let pool: UpstreamPool
     let loop: EventLoop
     private(set) var state = State.connecting
-    private var fd: Int32 = -1
-    private var tls: TLSStream?
-    private var registration = Registration.none
+    private var dialer = UpstreamDialer()
+    private var fd: Int32 { dialer.fd }
+    private var tls: TLSStream? { dialer.tls }
+    private var registration: Registration { dialer.registration }
     private(set) var session: HTTP2Session?
     private var input = ByteBuffer()
     private var streams: [UpstreamH2Stream?] = []
@@ -88,17 +89,10 @@ final class UpstreamH2Connection: EventHandler, HTTP2SessionDelegate, TimerTarge
 
     // MARK: Connecting
 
-    func connect(to address: SocketAddress) {
+    func connect() {
         state = .connecting
         deadline = loop.now + pool.context.config.connectTimeoutNs
-        do {
-            let (fd, result) = try Sockets.connect(to: address)
-            self.fd = fd
-            registration = loop.register(fd: fd, interest: Interest.write, handler: self)
-            if case .processed = result { connected() }
-        } catch {
-            fail(.connectFailed(errno: error.errno))
-        }
+        dialed(dialer.start(pool, handler: self))
     }
 
     /// Takes a request: at once when the peer's SETTINGS are known, else when they arrive.
@@ -119,37 +113,19 @@ final class UpstreamH2Connection: EventHandler, HTTP2SessionDelegate, TimerTarge
         return true
     }
 
-    private func connected() {
-        if let context = pool.route.tls, tls == nil {
-            do {
-                tls = try TLSStream(client: context, fd: fd, host: pool.route.tlsHost, slot: pool.tlsSession)
-            } catch {
-                fail(.tlsFailed(error.description))
-                return
-            }
-            state = .handshaking
-            continueHandshake()
-            return
-        }
-        opened()
-    }
-
-    private func continueHandshake() {
-        guard let tls else { return }
-        switch tls.handshake() {
-        case .done:
-            guard tls.negotiatedProtocol == .h2 else {
+    private func dialed(_ progress: UpstreamDialer.Progress) {
+        switch progress {
+        case .waiting:
+            if dialer.handshaking { state = .handshaking }
+        case .failed(let failure):
+            fail(failure)
+        case .open:
+            if let tls, tls.negotiatedProtocol != .h2 {
                 let chosen = tls.negotiatedProtocol.map { "it chose \($0.rawValue)" } ?? "it chose no protocol"
                 fail(.tlsFailed("the upstream did not agree to HTTP/2 by ALPN (\(chosen)); use protocol: h1 for it"))
                 return
             }
             opened()
-        case .wantRead:
-            loop.setInterest(registration, Interest.read)
-        case .wantWrite:
-            loop.setInterest(registration, Interest.write)
-        case .failed(let reason):
-            fail(.tlsFailed(reason))
         }
     }
 
@@ -201,16 +177,8 @@ final class UpstreamH2Connection: EventHandler, HTTP2SessionDelegate, TimerTarge
 
     func handleEvent(_ events: UInt32) {
         switch state {
-        case .connecting:
-            let error = Posix.socketError(fd)
-            if error != 0 || events & (EventBits.error | EventBits.hangup) != 0 {
-                fail(.connectFailed(errno: error == 0 ? ECONNREFUSED : error))
-            } else {
-                connected()
-            }
-            return
-        case .handshaking:
-            continueHandshake()
+        case .connecting, .handshaking:
+            dialed(dialer.advance(pool, events: events))
             return
         case .closed:
             return
@@ -490,11 +458,8 @@ final class UpstreamH2Connection: EventHandler, HTTP2SessionDelegate, TimerTarge
     func close() {
         guard state != .closed else { return }
         state = .closed
-        if fd >= 0 {
-            loop.deregisterAndClose(registration)
-            fd = -1
-        }
-        tls = nil
+        dialer.close(loop)
+        dialer.tls = nil
         loop.buffers.release(&input)
         if let session {
             for stream in streams { stream?.releaseBody(to: session) }

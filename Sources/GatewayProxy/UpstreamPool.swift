@@ -39,7 +39,7 @@ final class UpstreamPool {
         if openCount < route.maxConnections {
             openCount += 1
             let connection = UpstreamConnection(pool: self, loop: context.loop)
-            connection.connect(to: route.address, for: exchange)
+            connection.connect(for: exchange)
             return
         }
         if fresh, let connection = idle.popLast() {
@@ -61,7 +61,7 @@ final class UpstreamPool {
             let connection = UpstreamH2Connection(pool: self, loop: context.loop)
             multiplexed.append(connection)
             connection.add(exchange)
-            connection.connect(to: route.address)
+            connection.connect()
             return
         }
         waiters.append(exchange)
@@ -103,7 +103,7 @@ final class UpstreamPool {
         if !waiters.isEmpty && openCount < route.maxConnections {
             let next = waiters.removeFirst()
             openCount += 1
-            UpstreamConnection(pool: self, loop: context.loop).connect(to: route.address, for: next)
+            UpstreamConnection(pool: self, loop: context.loop).connect(for: next)
         }
     }
 
