@@ -495,9 +495,11 @@ public final class HTTP2HeaderBlock {
     }
 
     /// A field from bytes. `stable`: they stay valid and unchanged until the frame has been sent, so nghttp2 need
-    /// not copy them (a request template); otherwise nghttp2 copies them at submit time.
-    public func add(name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer, stable: Bool) {
-        let flags = stable ? NGHTTP2_NV_FLAG_NO_COPY_NAME.rawValue | NGHTTP2_NV_FLAG_NO_COPY_VALUE.rawValue : NGHTTP2_NV_FLAG_NONE.rawValue
+    /// not copy them (a request template); otherwise nghttp2 copies them at submit time. `indexed: false` keeps
+    /// the field out of the HPACK dynamic table (see `HPACKIndexPolicy`).
+    public func add(name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer, stable: Bool, indexed: Bool = true) {
+        var flags = stable ? NGHTTP2_NV_FLAG_NO_COPY_NAME.rawValue | NGHTTP2_NV_FLAG_NO_COPY_VALUE.rawValue : NGHTTP2_NV_FLAG_NONE.rawValue
+        if !indexed { flags |= NGHTTP2_NV_FLAG_NO_INDEX.rawValue }
         let empty = UnsafeRawPointer(scratch)
         append(name.baseAddress ?? empty, name.count, value.baseAddress ?? empty, value.count, flags: flags)
     }

@@ -45,6 +45,8 @@ final class H2ClientConnection: EventHandler, HTTP2SessionDelegate, TimerTarget 
     private var blocked: [Int] = []
     /// Header fields of the response being submitted.
     let headers = HTTP2HeaderBlock()
+    /// Which response fields HPACK indexes: not the ones whose value changes with every response.
+    let indexPolicy = HPACKIndexPolicy()
     /// One response head parser for every stream: a head is parsed and converted in one go.
     let responseParser = HTTPHeadParser()
     /// The pseudo-header values of the header block being decoded: blocks never interleave on a connection, so one
@@ -657,12 +659,14 @@ final class H2Stream: ClientStreamTransport {
                 if field.nominatedByConnection { continue }
             }
             // HTTP/2 field names are lowercase: fold them in place (this head is our own copy).
-            let name = UnsafeMutableRawPointer(mutating: parser.base) + Int(field.name.start)
+            let start = UnsafeMutableRawPointer(mutating: parser.base) + Int(field.name.start)
             for offset in 0..<Int(field.name.count) {
-                let byte = name.load(fromByteOffset: offset, as: UInt8.self)
-                if byte >= 0x41 && byte <= 0x5A { name.storeBytes(of: byte | 0x20, toByteOffset: offset, as: UInt8.self) }
+                let byte = start.load(fromByteOffset: offset, as: UInt8.self)
+                if byte >= 0x41 && byte <= 0x5A { start.storeBytes(of: byte | 0x20, toByteOffset: offset, as: UInt8.self) }
             }
-            block.add(name: parser.bytes(field.name), value: parser.bytes(field.value), stable: false)
+            let name = parser.bytes(field.name), value = parser.bytes(field.value)
+            block.add(name: name, value: value, stable: false,
+                      indexed: connection.indexPolicy.shouldIndex(name: name, value: value))
         }
         if parser.status == 204 || parser.status == 304 || parser.contentLength == 0 {
             bodyFraming = .none
