@@ -182,6 +182,36 @@ final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
         self.stream = stream
     }
 
+    /// Serves another stream of the same HTTP/2 connection: an exchange that has closed is made ready again, so
+    /// that a connection allocates its exchanges once, not once per stream. The per-request state is set again by
+    /// every request (as on a keep-alive connection); this resets what only a new connection would.
+    func reopen(stream: any ClientStreamTransport) {
+        precondition(state == .closed && self.stream == nil && fd == -1, "reopen: not a closed stream exchange")
+        self.stream = stream
+        state = .idle
+        wantsWrite = false
+        readPaused = false
+        peerClosedInput = false
+        closeAfterFlush = false
+        draining = false
+        streamingBody = false
+        triedEarlyDispatch = false
+        bodyForwarded = 0
+        bodyMode = .none
+        bodyPointer = nil
+        bodyCount = 0
+        deployment = nil
+        pool = nil
+        key = nil
+        ticket = nil
+        usageTap = nil
+        requestDeadline = 0
+        lastRetryAfterNs = 0
+        loggedRequest = nil
+        loggedResponse = nil
+        parser.reset()
+    }
+
     /// The stream was reset or its connection closed: the exchange ends here.
     func streamReset() {
         closeNow()

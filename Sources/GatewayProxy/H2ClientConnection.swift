@@ -37,6 +37,11 @@ final class H2ClientConnection: EventHandler, HTTP2SessionDelegate, TimerTarget 
     private var input: ByteBuffer
     private var streams: [H2Stream?] = []
     private var freeSlots: [Int] = []
+    /// Stream objects (each with the exchange it last ran) whose streams closed, kept for the next streams: a
+    /// stream then costs no allocation. At most `spareLimit`, so that a connection that once ran many streams at
+    /// once does not keep them all.
+    private var spareStreams: [H2Stream] = []
+    static let spareLimit = 32
     /// Streams whose request head completed during `receive`: started once it returns.
     private var started: [Int] = []
     /// Streams with new request bytes (or a new end) during `receive`.
@@ -290,7 +295,9 @@ final class H2ClientConnection: EventHandler, HTTP2SessionDelegate, TimerTarget 
             slot = streams.count
             streams.append(nil)
         }
-        streams[slot] = H2Stream(connection: self, id: id, slot: slot, context: context)
+        let stream = spareStreams.popLast() ?? H2Stream(connection: self, context: context)
+        stream.open(id: id, slot: slot)
+        streams[slot] = stream
         pseudoMethod.removeAll(keepingCapacity: true)
         pseudoPath.removeAll(keepingCapacity: true)
         pseudoAuthority.removeAll(keepingCapacity: true)
@@ -345,6 +352,7 @@ final class H2ClientConnection: EventHandler, HTTP2SessionDelegate, TimerTarget 
         activeStreams -= 1
         if activeStreams == 0 { idleDeadline = loop.now + context.config.idleTimeoutNs }
         stream.closed(errorCode: errorCode)
+        if spareStreams.count < H2ClientConnection.spareLimit { spareStreams.append(stream) }
     }
 
     // MARK: Closing
@@ -354,6 +362,7 @@ final class H2ClientConnection: EventHandler, HTTP2SessionDelegate, TimerTarget 
         closed = true
         let open = streams
         streams.removeAll()
+        spareStreams.removeAll()
         for stream in open { stream?.closed(errorCode: HTTP2ErrorCode.cancel) }
         loop.deregisterAndClose(registration)
         loop.buffers.release(&input)
@@ -364,12 +373,17 @@ final class H2ClientConnection: EventHandler, HTTP2SessionDelegate, TimerTarget 
 
 /// One stream of an `H2ClientConnection` and the `ClientConnection` that serves it: the request goes in as HTTP/1.1
 /// bytes, and the HTTP/1.1 response that comes out is turned into frames.
+///
+/// The object serves one stream after another (`open`), and keeps its exchange for the next one once the last
+/// has closed: all per-stream state is set in `open`, so nothing carries over.
 final class H2Stream: ClientStreamTransport {
     private unowned let connection: H2ClientConnection
     private unowned(unsafe) let context: LoopContext
-    let id: Int32
-    let slot: Int
+    private(set) var id: Int32 = 0
+    private(set) var slot = 0
     private(set) var exchange: ClientConnection?
+    /// The exchange of an earlier stream, closed, ready to serve the next one.
+    private var spareExchange: ClientConnection?
 
     // The request: the synthesized head, then the body as it arrives.
     private var request = ByteBuffer()
@@ -401,11 +415,34 @@ final class H2Stream: ClientStreamTransport {
     private(set) var responseComplete = false
     private var streamClosed = false
 
-    init(connection: H2ClientConnection, id: Int32, slot: Int, context: LoopContext) {
+    init(connection: H2ClientConnection, context: LoopContext) {
         self.connection = connection
         self.context = context
+    }
+
+    /// Starts serving stream `id` in `slot`, from a clean state. (`closed` gave the buffers back.)
+    func open(id: Int32, slot: Int) {
+        precondition(exchange == nil && !request.isAllocated && !head.isAllocated)
         self.id = id
         self.slot = slot
+        hasHost = false
+        hasContentLength = false
+        sawRegularField = false
+        headComplete = false
+        chunked = false
+        requestDone = false
+        exchangeStarted = false
+        requestRead = 0
+        bodyStart = 0
+        bodyConsumed = 0
+        consumeMarks.removeAll(keepingCapacity: true)
+        headDone = false
+        decoder.reset()
+        remaining = 0
+        bodyFraming = .none
+        responseSubmitted = false
+        responseComplete = false
+        streamClosed = false
     }
 
     private var loop: EventLoop { connection.loop }
@@ -504,10 +541,17 @@ final class H2Stream: ClientStreamTransport {
 
     /// The head is complete: a `ClientConnection` takes the request from here.
     func startExchange() {
-        guard exchange == nil, !streamClosed else { return }
+        guard exchange == nil, headComplete, !exchangeStarted, !streamClosed else { return }
         context.clientCount += 1
         exchangeStarted = true
-        let exchange = ClientConnection(stream: self, peer: connection.peer, context: context)
+        let exchange: ClientConnection
+        if let spare = spareExchange {
+            spareExchange = nil
+            spare.reopen(stream: self)
+            exchange = spare
+        } else {
+            exchange = ClientConnection(stream: self, peer: connection.peer, context: context)
+        }
         self.exchange = exchange
         exchange.start()
         exchange.streamReadable()
@@ -732,7 +776,11 @@ final class H2Stream: ClientStreamTransport {
     }
 
     func exchangeClosed() {
-        exchange = nil
+        if let exchange {
+            // Closed by itself (its response is out, or it failed): kept for the next stream.
+            spareExchange = exchange
+            self.exchange = nil
+        }
         if !streamClosed {
             if bodyFraming == .untilClose && headDone && !responseComplete {
                 finishBody()
@@ -762,6 +810,7 @@ final class H2Stream: ClientStreamTransport {
         if let exchange {
             self.exchange = nil
             exchange.streamReset()
+            spareExchange = exchange
         }
         loop.buffers.release(&request)
         loop.buffers.release(&head)

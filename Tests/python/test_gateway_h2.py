@@ -390,3 +390,64 @@ def test_h2_malformed_requests(gwmock, start_gateway):
     assert results[good]["status"] == 200 and results[good]["ended"]
     assert gateway.process.proc.poll() is None
     assert gwmock.stats()["by_path"]["/v1/chat/completions"] == 1
+
+
+def test_sequential_streams_on_one_connection_stay_independent(gwmock, start_gateway):
+    """One stream after another on one connection, so that each reuses what the last one left (the gateway keeps
+    its stream and exchange objects for the next stream): every response is its own, and no header, status or
+    body of one stream shows in the next."""
+    gateway = start_gateway(config(gwmock.url))
+    client = RawH2(port_of(gateway.url))
+    try:
+        for i in range(60):
+            kind = i % 6
+            if kind == 0:  # the client's own request id comes back
+                stream = client.request({**CHAT, "user": f"u{i}"}, headers={"x-request-id": f"client-id-{i}"})
+            elif kind == 1:  # usage chosen by the mock's header
+                stream = client.request(CHAT, headers={"x-mock-usage": f"{i},{i + 1}"})
+            elif kind == 2:  # streamed
+                stream = client.request({**CHAT, "stream": True}, headers={"x-mock-chunks": "3"})
+            elif kind == 3:  # an unknown model: the gateway's own 404
+                stream = client.request({**CHAT, "model": f"no-such-model-{i}"})
+            elif kind == 4:  # a body without content-length (re-framed as chunked)
+                stream = client.request(CHAT, end=False, length=False)
+                client.send_body(stream, json.dumps({**CHAT, "user": f"u{i}"}).encode())
+            else:  # a local endpoint with GET
+                stream = client.conn.get_next_available_stream_id()
+                client.conn.send_headers(stream, [(":method", "GET"), (":path", "/v1/models"), (":scheme", "http"),
+                                                  (":authority", "127.0.0.1")], end_stream=True)
+                client.flush()
+            result = client.responses({stream})[stream]
+            assert result["ended"] and result["reset"] is None, (i, result)
+            headers = result["headers"]
+            request_id = headers.get(b"x-request-id", b"").decode()
+            if kind == 0:
+                assert request_id == f"client-id-{i}"
+            else:
+                assert request_id.startswith("gw-"), (i, headers)
+            if kind == 3:
+                assert result["status"] == 404, (i, result)
+                assert json.loads(result["body"])["error"]["code"] == "model_not_found"
+                assert b"x-gateway-deployment" not in headers
+                continue
+            assert result["status"] == 200, (i, result)
+            if kind == 5:
+                assert json.loads(result["body"])["object"] == "list"
+                assert b"x-gateway-deployment" not in headers
+                continue
+            assert headers[b"x-gateway-deployment"] == f"mock/{MODEL}".encode()
+            assert headers[b"x-gateway-attempts"] == b"1"
+            if kind == 2:
+                assert headers[b"content-type"].startswith(b"text/event-stream")
+                assert result["body"].rstrip().endswith(b"data: [DONE]")
+                continue
+            assert headers[b"content-type"].startswith(b"application/json")
+            assert int(headers[b"content-length"]) == len(result["body"])
+            usage = json.loads(result["body"])["usage"]
+            if kind == 1:
+                assert (usage["prompt_tokens"], usage["completion_tokens"]) == (i, i + 1)
+            else:
+                assert usage["prompt_tokens"] != i or usage["completion_tokens"] != i + 1
+    finally:
+        client.close()
+    assert gwmock.stats()["by_path"]["/v1/chat/completions"] == 40
