@@ -377,7 +377,8 @@ final class H2ClientConnection: EventHandler, HTTP2SessionDelegate, TimerTarget 
 /// The object serves one stream after another (`open`), and keeps its exchange for the next one once the last
 /// has closed: all per-stream state is set in `open`, so nothing carries over.
 final class H2Stream: ClientStreamTransport {
-    private unowned let connection: H2ClientConnection
+    /// The connection owns its streams, and closes their exchanges before it goes.
+    private unowned(unsafe) let connection: H2ClientConnection
     private unowned(unsafe) let context: LoopContext
     private(set) var id: Int32 = 0
     private(set) var slot = 0
@@ -476,10 +477,12 @@ final class H2Stream: ClientStreamTransport {
         if H2Stream.isName(name, "te") { return }
         if H2Stream.isName(name, "host") { hasHost = true }
         if H2Stream.isName(name, "content-length") { hasContentLength = true }
-        appendRequest(name)
-        appendRequest(": ")
-        appendRequest(value)
-        appendRequest("\r\n")
+        // "name: value\r\n", in one reservation.
+        reserveRequest(name.count + value.count + 4)
+        request.append(name.baseAddress!, name.count)
+        request.append(": ")
+        if value.count > 0 { request.append(value.baseAddress!, value.count) }
+        request.append("\r\n")
     }
 
     func headComplete(endStream: Bool) {
