@@ -499,6 +499,13 @@ public final class HTTP2HeaderBlock {
                flags: NGHTTP2_NV_FLAG_NO_COPY_NAME.rawValue | (indexed ? 0 : NGHTTP2_NV_FLAG_NO_INDEX.rawValue))
     }
 
+    /// A field with a fixed name and a value from bytes, which nghttp2 copies at submit time.
+    public func add(_ name: StaticString, value: UnsafeRawBufferPointer, indexed: Bool = true) {
+        let flags = NGHTTP2_NV_FLAG_NO_COPY_NAME.rawValue | (indexed ? 0 : NGHTTP2_NV_FLAG_NO_INDEX.rawValue)
+        append(UnsafeRawPointer(name.utf8Start), name.utf8CodeUnitCount, value.baseAddress ?? UnsafeRawPointer(scratch),
+               value.count, flags: flags)
+    }
+
     /// A field from bytes. `stable`: they stay valid and unchanged until the frame has been sent, so nghttp2 need
     /// not copy them (a request template); otherwise nghttp2 copies them at submit time. `indexed: false` keeps
     /// the field out of the HPACK dynamic table (see `HPACKIndexPolicy`).

@@ -655,6 +655,81 @@ final class H2Stream: ClientStreamTransport {
         return .done
     }
 
+    /// A proxied response's head, given as fields (see `ProxiedResponseHead`): submitted as HEADERS at once.
+    func writeResponseHead(_ response: ProxiedResponseHead) -> Bool {
+        // A head already begun as bytes, or after a head: the bytes path keeps its own order.
+        guard !headDone, !head.isAllocated || head.readableBytes == 0 else { return false }
+        if streamClosed || responseComplete { return true }  // nobody to send to: dropped, as its bytes would be
+        let parser = response.upstream
+        let block = connection.headers
+        block.removeAll()
+        block.add(":status", decimal: parser.status)
+        // Room is kept for the gateway's own fields.
+        let upstreamRoom = HTTP2HeaderBlock.capacity - 8
+        for index in 0..<parser.fieldCount where block.count < upstreamRoom {
+            let field = parser.fields[index]
+            guard ClientConnection.forwardsResponseField(field) else { continue }
+            addField(parser, field)
+        }
+        if response.addRetryAfter { block.add("retry-after", "1") }
+        if let limits = response.rateLimits {
+            if let limit = limits.limitRequests, let remaining = limits.remainingRequests {
+                block.add("x-ratelimit-limit-requests", decimal: limit)
+                block.add("x-ratelimit-remaining-requests", decimal: remaining, indexed: false)
+            }
+            if let limit = limits.limitTokens, let remaining = limits.remainingTokens {
+                block.add("x-ratelimit-limit-tokens", decimal: limit)
+                block.add("x-ratelimit-remaining-tokens", decimal: remaining, indexed: false)
+            }
+        }
+        // A fresh id with every response: never worth a place in the HPACK table.
+        block.add("x-request-id", value: response.requestID, indexed: false)
+        let status = parser.status
+        let framing = response.framing
+        let attempts = response.attempts
+        // The label's bytes must stay valid until nghttp2 has copied them, in submit.
+        func submit(_ label: UnsafeRawBufferPointer?) {
+            if let label { block.add("x-gateway-deployment", value: label) }
+            block.add("x-gateway-attempts", decimal: attempts)
+            startResponse(status: status, framing: framing, block)
+        }
+        if let label = response.deploymentLabel { label.withUnsafeBytes { submit($0) } } else { submit(nil) }
+        headDone = true
+        return true
+    }
+
+    /// An upstream field into the header block, its name folded to lowercase in place (HTTP/2 names are lowercase;
+    /// the head is not read again).
+    private func addField(_ parser: HTTPHeadParser, _ field: HeaderField) {
+        let start = UnsafeMutableRawPointer(mutating: parser.base) + Int(field.name.start)
+        for offset in 0..<Int(field.name.count) {
+            let byte = start.load(fromByteOffset: offset, as: UInt8.self)
+            if byte >= 0x41 && byte <= 0x5A { start.storeBytes(of: byte | 0x20, toByteOffset: offset, as: UInt8.self) }
+        }
+        let name = parser.bytes(field.name), value = parser.bytes(field.value)
+        connection.headers.add(name: name, value: value, stable: false,
+                               indexed: connection.indexPolicy.shouldIndex(name: name, value: value))
+    }
+
+    /// Submits the head in `block` with the body framing that follows it.
+    private func startResponse(status: Int, framing: ResponseFraming, _ block: HTTP2HeaderBlock) {
+        switch framing {
+        case _ where status == 204 || status == 304, .none, .length(0):
+            bodyFraming = .none
+            responseComplete = true
+            responseSubmitted = session.submitResponse(id, headers: block, body: nil)
+            return
+        case .chunked:
+            decoder.reset()
+        case .length(let length):
+            remaining = length
+        case .untilClose:
+            break
+        }
+        bodyFraming = framing
+        responseSubmitted = session.submitResponse(id, headers: block, body: body)
+    }
+
     /// Response head bytes: gathered until the head is complete, then submitted as HEADERS. Returns the bytes taken,
     /// or -1 when the exchange wrote something that is not an HTTP/1.1 response.
     private func headBytes(_ segment: UnsafeRawBufferPointer) -> Int {
@@ -693,6 +768,7 @@ final class H2Stream: ClientStreamTransport {
         }
     }
 
+    /// A head that came as HTTP/1.1 bytes (a response the gateway wrote itself), parsed, submitted.
     private func submitHead(_ parser: HTTPHeadParser) {
         let block = connection.headers
         block.removeAll()
@@ -705,32 +781,17 @@ final class H2Stream: ClientStreamTransport {
             default:
                 if field.nominatedByConnection { continue }
             }
-            // HTTP/2 field names are lowercase: fold them in place (this head is our own copy).
-            let start = UnsafeMutableRawPointer(mutating: parser.base) + Int(field.name.start)
-            for offset in 0..<Int(field.name.count) {
-                let byte = start.load(fromByteOffset: offset, as: UInt8.self)
-                if byte >= 0x41 && byte <= 0x5A { start.storeBytes(of: byte | 0x20, toByteOffset: offset, as: UInt8.self) }
-            }
-            let name = parser.bytes(field.name), value = parser.bytes(field.value)
-            block.add(name: name, value: value, stable: false,
-                      indexed: connection.indexPolicy.shouldIndex(name: name, value: value))
+            addField(parser, field)
         }
-        if parser.status == 204 || parser.status == 304 || parser.contentLength == 0 {
-            bodyFraming = .none
-            responseComplete = true
-            responseSubmitted = session.submitResponse(id, headers: block, body: nil)
-            return
-        }
+        let framing: ResponseFraming
         if parser.chunked {
-            bodyFraming = .chunked
-            decoder.reset()
-        } else if parser.contentLength > 0 {
-            bodyFraming = .length(parser.contentLength)
-            remaining = parser.contentLength
+            framing = .chunked
+        } else if parser.contentLength >= 0 {
+            framing = .length(parser.contentLength)
         } else {
-            bodyFraming = .untilClose
+            framing = .untilClose
         }
-        responseSubmitted = session.submitResponse(id, headers: block, body: body)
+        startResponse(status: parser.status, framing: framing, block)
     }
 
     /// Response body bytes into the stream's buffer, unframed. Returns the bytes taken (0: no room now).

@@ -451,3 +451,38 @@ def test_sequential_streams_on_one_connection_stay_independent(gwmock, start_gat
     finally:
         client.close()
     assert gwmock.stats()["by_path"]["/v1/chat/completions"] == 40
+
+
+def test_h2_response_headers_match_http1(gwmock, start_gateway):
+    """A stream's response head carries what the same request gets over HTTP/1.1, hop-by-hop fields aside: the
+    upstream's fields, the rate-limit fields of a key with limits, a 429's retry-after, and the gateway's own."""
+    gateway = start_gateway({
+        **config(gwmock.url),
+        "models": [{"name": MODEL, "retry": {"attempts": 1}, "deployments": [{"provider": "mock"}]}],
+        "groups": [{"name": "team", "models": [MODEL], "limits": {"rpm": 1000, "tpm": 1000000}}],
+        "keys": [{"name": "alice", "key": "sk-alice-h2", "groups": ["team"], "limits": {"rpm": 500}}],
+    })
+    auth = {"authorization": "Bearer sk-alice-h2"}
+    varying = {"x-request-id", "x-mock-received-ns", "x-ratelimit-remaining-requests", "x-ratelimit-remaining-tokens",
+               "date"}
+    h2 = httpx.Client(transport=httpx.HTTPTransport(http1=False, http2=True), base_url=gateway.url, timeout=30)
+    h1 = httpx.Client(base_url=gateway.url, timeout=30)
+    try:
+        for extra in ({}, {"x-mock-status": "429"}, {"x-mock-status": "503"}):
+            headers = {**auth, **extra}
+            one = h1.post("/v1/chat/completions", json=CHAT, headers=headers)
+            two = h2.post("/v1/chat/completions", json=CHAT, headers=headers)
+            assert two.http_version == "HTTP/2" and one.http_version == "HTTP/1.1"
+            assert one.status_code == two.status_code, (extra, one.status_code, two.status_code)
+            first = {k: v for k, v in one.headers.items() if k not in ("connection", "transfer-encoding")}
+            second = dict(two.headers.items())
+            assert sorted(first) == sorted(second), (extra, sorted(first), sorted(second))
+            assert {k: v for k, v in first.items() if k not in varying} == \
+                   {k: v for k, v in second.items() if k not in varying}, extra
+            assert "x-ratelimit-limit-requests" in second and "x-ratelimit-remaining-requests" in second
+            assert second["x-request-id"].startswith("gw-")
+            if one.status_code == 429:
+                assert second["retry-after"]
+    finally:
+        h1.close()
+        h2.close()
