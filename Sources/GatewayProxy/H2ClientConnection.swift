@@ -457,7 +457,8 @@ final class H2Stream: ClientStreamTransport {
     /// HTTP/2 field names arrive lowercase (nghttp2 refuses others).
     @inline(__always)
     static func isName(_ name: UnsafeRawBufferPointer, _ text: StaticString) -> Bool {
-        HTTPBytes.equalsLowercase(name.baseAddress!, name.count, text)
+        // The length first: most names differ in it, and the comparison is a call.
+        name.count == text.utf8CodeUnitCount && HTTPBytes.equalsLowercase(name.baseAddress!, name.count, text)
     }
 
     func header(name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer) {
@@ -669,7 +670,7 @@ final class H2Stream: ClientStreamTransport {
         for index in 0..<parser.fieldCount where block.count < upstreamRoom {
             let field = parser.fields[index]
             guard ClientConnection.forwardsResponseField(field) else { continue }
-            addField(parser, field)
+            addField(parser, field, block)
         }
         if response.addRetryAfter { block.add("retry-after", "1") }
         if let limits = response.rateLimits {
@@ -700,15 +701,14 @@ final class H2Stream: ClientStreamTransport {
 
     /// An upstream field into the header block, its name folded to lowercase in place (HTTP/2 names are lowercase;
     /// the head is not read again).
-    private func addField(_ parser: HTTPHeadParser, _ field: HeaderField) {
+    private func addField(_ parser: HTTPHeadParser, _ field: HeaderField, _ block: HTTP2HeaderBlock) {
         let start = UnsafeMutableRawPointer(mutating: parser.base) + Int(field.name.start)
         for offset in 0..<Int(field.name.count) {
             let byte = start.load(fromByteOffset: offset, as: UInt8.self)
             if byte >= 0x41 && byte <= 0x5A { start.storeBytes(of: byte | 0x20, toByteOffset: offset, as: UInt8.self) }
         }
         let name = parser.bytes(field.name), value = parser.bytes(field.value)
-        connection.headers.add(name: name, value: value, stable: false,
-                               indexed: connection.indexPolicy.shouldIndex(name: name, value: value))
+        block.add(name: name, value: value, stable: false, indexed: connection.indexPolicy.shouldIndex(name: name, value: value))
     }
 
     /// Submits the head in `block` with the body framing that follows it.
@@ -781,7 +781,7 @@ final class H2Stream: ClientStreamTransport {
             default:
                 if field.nominatedByConnection { continue }
             }
-            addField(parser, field)
+            addField(parser, field, block)
         }
         let framing: ResponseFraming
         if parser.chunked {
