@@ -100,7 +100,7 @@ public struct ByteBuffer {
         writerIndex += count
     }
 
-    @inlinable
+    @inlinable @inline(__always)
     public mutating func append(_ text: StaticString) {
         append(UnsafeRawPointer(text.utf8Start), text.utf8CodeUnitCount)
     }

@@ -454,11 +454,10 @@ final class H2Stream: ClientStreamTransport {
 
     // MARK: Request
 
-    /// HTTP/2 field names arrive lowercase (nghttp2 refuses others).
+    /// HTTP/2 field names arrive lowercase (nghttp2 refuses others): compared as they are, length first.
     @inline(__always)
     static func isName(_ name: UnsafeRawBufferPointer, _ text: StaticString) -> Bool {
-        // The length first: most names differ in it, and the comparison is a call.
-        name.count == text.utf8CodeUnitCount && HTTPBytes.equalsLowercase(name.baseAddress!, name.count, text)
+        name.count == text.utf8CodeUnitCount && memcmp(name.baseAddress!, text.utf8Start, name.count) == 0
     }
 
     func header(name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer) {
