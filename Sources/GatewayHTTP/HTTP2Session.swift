@@ -383,41 +383,45 @@ public final class HTTP2Session {
 /// `HTTP2Session`), and a body through its data source (an unretained `HTTP2Body`). One callbacks object serves
 /// every session (nghttp2 copies it).
 enum HTTP2Callbacks {
+    /// Runs `body` on the session behind `userData` without retaining it: the connection that owns the session
+    /// keeps it alive through every nghttp2 call.
     @inline(__always)
-    static func session(_ userData: UnsafeMutableRawPointer?) -> HTTP2Session {
-        Unmanaged<HTTP2Session>.fromOpaque(userData!).takeUnretainedValue()
+    static func withSession<R>(_ userData: UnsafeMutableRawPointer?, _ body: (HTTP2Session) -> R) -> R {
+        Unmanaged<HTTP2Session>.fromOpaque(userData!)._withUnsafeGuaranteedRef(body)
     }
 
     nonisolated(unsafe) static let shared: OpaquePointer = {
         var callbacks: OpaquePointer?
         nghttp2_session_callbacks_new(&callbacks)
         nghttp2_session_callbacks_set_on_begin_headers_callback(callbacks) { _, frame, userData in
-            HTTP2Callbacks.session(userData).beginHeaders(frame!)
+            HTTP2Callbacks.withSession(userData) { $0.beginHeaders(frame!) }
         }
         nghttp2_session_callbacks_set_on_header_callback(callbacks) { _, frame, name, nameCount, value, valueCount, _, userData in
-            HTTP2Callbacks.session(userData).header(
-                frame!, UnsafeRawBufferPointer(start: name, count: nameCount), UnsafeRawBufferPointer(start: value, count: valueCount))
+            HTTP2Callbacks.withSession(userData) {
+                $0.header(frame!, UnsafeRawBufferPointer(start: name, count: nameCount), UnsafeRawBufferPointer(start: value, count: valueCount))
+            }
             return 0
         }
         nghttp2_session_callbacks_set_on_frame_recv_callback(callbacks) { _, frame, userData in
-            HTTP2Callbacks.session(userData).frameReceived(frame!)
+            HTTP2Callbacks.withSession(userData) { $0.frameReceived(frame!) }
             return 0
         }
         nghttp2_session_callbacks_set_on_data_chunk_recv_callback(callbacks) { _, _, stream, data, count, userData in
-            HTTP2Callbacks.session(userData).data(stream, UnsafeRawBufferPointer(start: data, count: count))
+            HTTP2Callbacks.withSession(userData) { $0.data(stream, UnsafeRawBufferPointer(start: data, count: count)) }
             return 0
         }
         nghttp2_session_callbacks_set_on_frame_send_callback(callbacks) { _, frame, userData in
-            HTTP2Callbacks.session(userData).frameSent(frame!)
+            HTTP2Callbacks.withSession(userData) { $0.frameSent(frame!) }
             return 0
         }
         nghttp2_session_callbacks_set_on_stream_close_callback(callbacks) { _, stream, errorCode, userData in
-            HTTP2Callbacks.session(userData).streamClosed(stream, errorCode)
+            HTTP2Callbacks.withSession(userData) { $0.streamClosed(stream, errorCode) }
             return 0
         }
         nghttp2_session_callbacks_set_send_data_callback(callbacks) { _, _, header, count, source, userData in
-            let body = Unmanaged<HTTP2Body>.fromOpaque(source!.pointee.ptr).takeUnretainedValue()
-            HTTP2Callbacks.session(userData).sendData(header: header!, count, body)
+            Unmanaged<HTTP2Body>.fromOpaque(source!.pointee.ptr)._withUnsafeGuaranteedRef { body in
+                HTTP2Callbacks.withSession(userData) { $0.sendData(header: header!, count, body) }
+            }
             return 0
         }
         return callbacks!
@@ -426,19 +430,20 @@ enum HTTP2Callbacks {
     /// How much of a body the next DATA frame carries: NO_COPY always, EOF with the last byte of an ended body,
     /// DEFERRED when nothing is ready yet (`HTTP2Session.appended` resumes it).
     static let readBody: nghttp2_data_source_read_callback = { _, _, _, limit, flags, source, _ in
-        let body = Unmanaged<HTTP2Body>.fromOpaque(source!.pointee.ptr).takeUnretainedValue()
-        let count = body.nextFrameLength(limit: limit)
-        if count == 0 {
-            if body.ended {
-                flags!.pointee |= NGHTTP2_DATA_FLAG_EOF.rawValue
-                return 0
+        Unmanaged<HTTP2Body>.fromOpaque(source!.pointee.ptr)._withUnsafeGuaranteedRef { body in
+            let count = body.nextFrameLength(limit: limit)
+            if count == 0 {
+                if body.ended {
+                    flags!.pointee |= NGHTTP2_DATA_FLAG_EOF.rawValue
+                    return 0
+                }
+                body.deferred = true
+                return Int(NGHTTP2_ERR_DEFERRED.rawValue)
             }
-            body.deferred = true
-            return Int(NGHTTP2_ERR_DEFERRED.rawValue)
+            flags!.pointee |= NGHTTP2_DATA_FLAG_NO_COPY.rawValue
+            if body.ended && count == body.readable { flags!.pointee |= NGHTTP2_DATA_FLAG_EOF.rawValue }
+            return count
         }
-        flags!.pointee |= NGHTTP2_DATA_FLAG_NO_COPY.rawValue
-        if body.ended && count == body.readable { flags!.pointee |= NGHTTP2_DATA_FLAG_EOF.rawValue }
-        return count
     }
 }
 
@@ -499,10 +504,19 @@ public final class HTTP2HeaderBlock {
                flags: NGHTTP2_NV_FLAG_NO_COPY_NAME.rawValue | (indexed ? 0 : NGHTTP2_NV_FLAG_NO_INDEX.rawValue))
     }
 
+    /// A field with a fixed name and a value from bytes, which nghttp2 copies at submit time.
+    public func add(_ name: StaticString, value: UnsafeRawBufferPointer, indexed: Bool = true) {
+        let flags = NGHTTP2_NV_FLAG_NO_COPY_NAME.rawValue | (indexed ? 0 : NGHTTP2_NV_FLAG_NO_INDEX.rawValue)
+        append(UnsafeRawPointer(name.utf8Start), name.utf8CodeUnitCount, value.baseAddress ?? UnsafeRawPointer(scratch),
+               value.count, flags: flags)
+    }
+
     /// A field from bytes. `stable`: they stay valid and unchanged until the frame has been sent, so nghttp2 need
-    /// not copy them (a request template); otherwise nghttp2 copies them at submit time.
-    public func add(name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer, stable: Bool) {
-        let flags = stable ? NGHTTP2_NV_FLAG_NO_COPY_NAME.rawValue | NGHTTP2_NV_FLAG_NO_COPY_VALUE.rawValue : NGHTTP2_NV_FLAG_NONE.rawValue
+    /// not copy them (a request template); otherwise nghttp2 copies them at submit time. `indexed: false` keeps
+    /// the field out of the HPACK dynamic table (see `HPACKIndexPolicy`).
+    public func add(name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer, stable: Bool, indexed: Bool = true) {
+        var flags = stable ? NGHTTP2_NV_FLAG_NO_COPY_NAME.rawValue | NGHTTP2_NV_FLAG_NO_COPY_VALUE.rawValue : NGHTTP2_NV_FLAG_NONE.rawValue
+        if !indexed { flags |= NGHTTP2_NV_FLAG_NO_INDEX.rawValue }
         let empty = UnsafeRawPointer(scratch)
         append(name.baseAddress ?? empty, name.count, value.baseAddress ?? empty, value.count, flags: flags)
     }

@@ -51,10 +51,12 @@ public struct ByteBuffer {
     }
 
     public var isAllocated: Bool { base != nil }
-    @inline(__always) public var readableBytes: Int { writerIndex - readerIndex }
-    @inline(__always) public var writableBytes: Int { capacity - writerIndex }
-    @inline(__always) public var readPointer: UnsafeMutableRawPointer { base! + readerIndex }
-    @inline(__always) public var writePointer: UnsafeMutableRawPointer { base! + writerIndex }
+    // The small accessors and appends are @inlinable: every module writes heads with them, a few bytes at a time,
+    // and a call per append cost more than the copy.
+    @inlinable @inline(__always) public var readableBytes: Int { writerIndex - readerIndex }
+    @inlinable @inline(__always) public var writableBytes: Int { capacity - writerIndex }
+    @inlinable @inline(__always) public var readPointer: UnsafeMutableRawPointer { base! + readerIndex }
+    @inlinable @inline(__always) public var writePointer: UnsafeMutableRawPointer { base! + writerIndex }
 
     public mutating func attach(_ memory: UnsafeMutableRawPointer, capacity: Int, origin: UInt8) {
         precondition(base == nil)
@@ -91,13 +93,14 @@ public struct ByteBuffer {
         writerIndex = 0
     }
 
-    @inline(__always)
+    @inlinable @inline(__always)
     public mutating func append(_ bytes: UnsafeRawPointer, _ count: Int) {
         precondition(count <= writableBytes)
         (base! + writerIndex).copyMemory(from: bytes, byteCount: count)
         writerIndex += count
     }
 
+    @inlinable @inline(__always)
     public mutating func append(_ text: StaticString) {
         append(UnsafeRawPointer(text.utf8Start), text.utf8CodeUnitCount)
     }
@@ -106,6 +109,7 @@ public struct ByteBuffer {
         bytes.withUnsafeBytes { append($0.baseAddress!, $0.count) }
     }
 
+    @inlinable
     public mutating func append(byte: UInt8) {
         precondition(writableBytes >= 1)
         (base! + writerIndex).storeBytes(of: byte, as: UInt8.self)

@@ -25,10 +25,27 @@ protocol ClientStreamTransport: AnyObject {
     func readRequest(_ buffer: UnsafeMutableRawPointer, _ count: Int) -> IOResult<Int>
     /// Takes response bytes from `out`; `.wouldBlock` keeps the rest queued until `streamWritable`.
     func writeResponse(_ out: inout OutboundQueue) -> OutboundQueue.FlushResult
+    /// Takes a proxied response's head as fields, before any of its body is written. - Returns: false when the
+    /// head must come as HTTP/1.1 bytes through `writeResponse` instead.
+    func writeResponseHead(_ head: ProxiedResponseHead) -> Bool
     /// Whether the exchange wants request bytes now (false: backpressure, leave them unread).
     func readInterestChanged(_ wantsRead: Bool)
     /// The exchange is over: its response was written, or it was abandoned before its end.
     func exchangeClosed()
+}
+
+/// The head of a proxied response, as the client is to get it: the upstream's status and end-to-end fields
+/// (`ClientConnection.forwardsResponseField`), a `retry-after: 1` when a 429 lacks one, then the gateway's own fields.
+/// The body bytes written after it are framed as `framing` says, chunks as the upstream sent them. Valid only
+/// during the call it is passed to.
+struct ProxiedResponseHead {
+    let upstream: HTTPHeadParser
+    let framing: ResponseFraming
+    let addRetryAfter: Bool
+    let rateLimits: RateLimitHeaders?
+    let requestID: UnsafeRawBufferPointer
+    let deploymentLabel: [UInt8]?
+    let attempts: Int
 }
 
 /// One client's HTTP/1.1 connection: it parses requests in place, picks the upstream from the body's
@@ -180,6 +197,36 @@ final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
     convenience init(stream: any ClientStreamTransport, peer: SocketAddress, context: LoopContext) {
         self.init(fd: -1, peer: peer, context: context)
         self.stream = stream
+    }
+
+    /// Serves another stream of the same HTTP/2 connection: an exchange that has closed is made ready again, so
+    /// that a connection allocates its exchanges once, not once per stream. The per-request state is set again by
+    /// every request (as on a keep-alive connection); this resets what only a new connection would.
+    func reopen(stream: any ClientStreamTransport) {
+        precondition(state == .closed && self.stream == nil && fd == -1, "reopen: not a closed stream exchange")
+        self.stream = stream
+        state = .idle
+        wantsWrite = false
+        readPaused = false
+        peerClosedInput = false
+        closeAfterFlush = false
+        draining = false
+        streamingBody = false
+        triedEarlyDispatch = false
+        bodyForwarded = 0
+        bodyMode = .none
+        bodyPointer = nil
+        bodyCount = 0
+        deployment = nil
+        pool = nil
+        key = nil
+        ticket = nil
+        usageTap = nil
+        requestDeadline = 0
+        lastRetryAfterNs = 0
+        loggedRequest = nil
+        loggedResponse = nil
+        parser.reset()
     }
 
     /// The stream was reset or its connection closed: the exchange ends here.
@@ -1170,39 +1217,57 @@ final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
         }
         let close = !keepAlive || closeAfterResponse || draining || peerClosedInput
         keepAlive = !close
+        releaseRequestBuffersOnceSent()
+        // Every 429 the client sees says when to come back, even when the provider's did not.
+        let addRetryAfter = parser.status == 429 && parser.value(named: "retry-after") == nil
+        let rateLimits = key.map { context.config.policy.counters.headers($0, nowNs: loop.now) }
+        // An HTTP/2 stream takes the head as fields: rendered as HTTP/1.1 here, it would only be parsed again.
+        var direct = false
+        if let stream, out.isEmpty {
+            direct = stream.writeResponseHead(ProxiedResponseHead(
+                upstream: parser, framing: framing, addRetryAfter: addRetryAfter, rateLimits: rateLimits,
+                requestID: UnsafeRawBufferPointer(start: requestID, count: requestIDCount),
+                deploymentLabel: deployment?.label, attempts: attempts))
+        }
+        // The HTTP/1.1 text, also when only its size is wanted (the record's bytes out).
+        guard !direct || record.active else { return }
         loop.buffers.release(&responseHead)
         let needed = parser.headLength + 512 + requestIDCount + RateLimitHeaders.maxEncodedBytes
         loop.buffers.attach(&responseHead, capacity: needed)
-        releaseRequestBuffersOnceSent()
         let base = parser.base
         responseHead.append("HTTP/1.1 ")
         let lineLength = parser.startLineLength
         responseHead.append(base + 9, max(3, lineLength - 9))
         responseHead.append("\r\n")
-        for i in 0..<parser.fieldCount {
+        for i in 0..<parser.fieldCount where ClientConnection.forwardsResponseField(parser.fields[i]) {
             let field = parser.fields[i]
-            switch field.kind {
-            case .connection, .keepAlive, .te, .trailer, .upgrade, .proxyPrefixed, .transferEncoding, .xRequestID:
-                continue
-            default:
-                if field.nominatedByConnection { continue }
-                responseHead.append(base + Int(field.name.start), Int(field.name.count))
-                responseHead.append(": ")
-                responseHead.append(base + Int(field.value.start), Int(field.value.count))
-                responseHead.append("\r\n")
-            }
+            responseHead.append(base + Int(field.name.start), Int(field.name.count))
+            responseHead.append(": ")
+            responseHead.append(base + Int(field.value.start), Int(field.value.count))
+            responseHead.append("\r\n")
         }
         if chunkedToClient { responseHead.append("transfer-encoding: chunked\r\n") }
-        // Every 429 the client sees says when to come back, even when the provider's did not.
-        if parser.status == 429, parser.value(named: "retry-after") == nil { responseHead.append("retry-after: 1\r\n") }
-        appendGatewayHeaders(close: close)
-        out.append(responseHead.readPointer, responseHead.readableBytes)
+        if addRetryAfter { responseHead.append("retry-after: 1\r\n") }
+        appendGatewayHeaders(rateLimits, close: close)
+        if !direct { out.append(responseHead.readPointer, responseHead.readableBytes) }
         record.bytesOut += responseHead.readableBytes
     }
 
+    /// Whether an upstream response field goes on to the client: not the hop-by-hop ones, nor the upstream's
+    /// request id (the gateway sends its own).
+    @inline(__always)
+    static func forwardsResponseField(_ field: HeaderField) -> Bool {
+        switch field.kind {
+        case .connection, .keepAlive, .te, .trailer, .upgrade, .proxyPrefixed, .transferEncoding, .xRequestID:
+            return false
+        default:
+            return !field.nominatedByConnection
+        }
+    }
+
     /// The gateway's own response headers, then the blank line: rate limits, request id, deployment, attempts.
-    private func appendGatewayHeaders(close: Bool) {
-        if let key { context.config.policy.counters.headers(key, nowNs: loop.now).write(into: &responseHead) }
+    private func appendGatewayHeaders(_ rateLimits: RateLimitHeaders?, close: Bool) {
+        rateLimits?.write(into: &responseHead)
         responseHead.append("x-request-id: ")
         responseHead.append(requestID, requestIDCount)
         if let deployment {
@@ -1279,7 +1344,7 @@ final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
             responseHead.append(decimal: Int(max(1, (lastRetryAfterNs + 999_999_999) / 1_000_000_000)))
             responseHead.append("\r\n")
         }
-        appendGatewayHeaders(close: close)
+        appendGatewayHeaders(key.map { context.config.policy.counters.headers($0, nowNs: loop.now) }, close: close)
         out.append(responseHead.readPointer, responseHead.readableBytes)
         record.bytesOut += responseHead.readableBytes
     }

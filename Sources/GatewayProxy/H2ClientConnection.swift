@@ -37,6 +37,11 @@ final class H2ClientConnection: EventHandler, HTTP2SessionDelegate, TimerTarget 
     private var input: ByteBuffer
     private var streams: [H2Stream?] = []
     private var freeSlots: [Int] = []
+    /// Stream objects (each with the exchange it last ran) whose streams closed, kept for the next streams: a
+    /// stream then costs no allocation. At most `spareLimit`, so that a connection that once ran many streams at
+    /// once does not keep them all.
+    private var spareStreams: [H2Stream] = []
+    static let spareLimit = 32
     /// Streams whose request head completed during `receive`: started once it returns.
     private var started: [Int] = []
     /// Streams with new request bytes (or a new end) during `receive`.
@@ -45,6 +50,8 @@ final class H2ClientConnection: EventHandler, HTTP2SessionDelegate, TimerTarget 
     private var blocked: [Int] = []
     /// Header fields of the response being submitted.
     let headers = HTTP2HeaderBlock()
+    /// Which response fields HPACK indexes: not the ones whose value changes with every response.
+    let indexPolicy = HPACKIndexPolicy()
     /// One response head parser for every stream: a head is parsed and converted in one go.
     let responseParser = HTTPHeadParser()
     /// The pseudo-header values of the header block being decoded: blocks never interleave on a connection, so one
@@ -288,7 +295,9 @@ final class H2ClientConnection: EventHandler, HTTP2SessionDelegate, TimerTarget 
             slot = streams.count
             streams.append(nil)
         }
-        streams[slot] = H2Stream(connection: self, id: id, slot: slot, context: context)
+        let stream = spareStreams.popLast() ?? H2Stream(connection: self, context: context)
+        stream.open(id: id, slot: slot)
+        streams[slot] = stream
         pseudoMethod.removeAll(keepingCapacity: true)
         pseudoPath.removeAll(keepingCapacity: true)
         pseudoAuthority.removeAll(keepingCapacity: true)
@@ -343,6 +352,7 @@ final class H2ClientConnection: EventHandler, HTTP2SessionDelegate, TimerTarget 
         activeStreams -= 1
         if activeStreams == 0 { idleDeadline = loop.now + context.config.idleTimeoutNs }
         stream.closed(errorCode: errorCode)
+        if spareStreams.count < H2ClientConnection.spareLimit { spareStreams.append(stream) }
     }
 
     // MARK: Closing
@@ -352,6 +362,7 @@ final class H2ClientConnection: EventHandler, HTTP2SessionDelegate, TimerTarget 
         closed = true
         let open = streams
         streams.removeAll()
+        spareStreams.removeAll()
         for stream in open { stream?.closed(errorCode: HTTP2ErrorCode.cancel) }
         loop.deregisterAndClose(registration)
         loop.buffers.release(&input)
@@ -362,12 +373,18 @@ final class H2ClientConnection: EventHandler, HTTP2SessionDelegate, TimerTarget 
 
 /// One stream of an `H2ClientConnection` and the `ClientConnection` that serves it: the request goes in as HTTP/1.1
 /// bytes, and the HTTP/1.1 response that comes out is turned into frames.
+///
+/// The object serves one stream after another (`open`), and keeps its exchange for the next one once the last
+/// has closed: all per-stream state is set in `open`, so nothing carries over.
 final class H2Stream: ClientStreamTransport {
-    private unowned let connection: H2ClientConnection
+    /// The connection owns its streams, and closes their exchanges before it goes.
+    private unowned(unsafe) let connection: H2ClientConnection
     private unowned(unsafe) let context: LoopContext
-    let id: Int32
-    let slot: Int
+    private(set) var id: Int32 = 0
+    private(set) var slot = 0
     private(set) var exchange: ClientConnection?
+    /// The exchange of an earlier stream, closed, ready to serve the next one.
+    private var spareExchange: ClientConnection?
 
     // The request: the synthesized head, then the body as it arrives.
     private var request = ByteBuffer()
@@ -399,11 +416,34 @@ final class H2Stream: ClientStreamTransport {
     private(set) var responseComplete = false
     private var streamClosed = false
 
-    init(connection: H2ClientConnection, id: Int32, slot: Int, context: LoopContext) {
+    init(connection: H2ClientConnection, context: LoopContext) {
         self.connection = connection
         self.context = context
+    }
+
+    /// Starts serving stream `id` in `slot`, from a clean state. (`closed` gave the buffers back.)
+    func open(id: Int32, slot: Int) {
+        precondition(exchange == nil && !request.isAllocated && !head.isAllocated)
         self.id = id
         self.slot = slot
+        hasHost = false
+        hasContentLength = false
+        sawRegularField = false
+        headComplete = false
+        chunked = false
+        requestDone = false
+        exchangeStarted = false
+        requestRead = 0
+        bodyStart = 0
+        bodyConsumed = 0
+        consumeMarks.removeAll(keepingCapacity: true)
+        headDone = false
+        decoder.reset()
+        remaining = 0
+        bodyFraming = .none
+        responseSubmitted = false
+        responseComplete = false
+        streamClosed = false
     }
 
     private var loop: EventLoop { connection.loop }
@@ -414,10 +454,10 @@ final class H2Stream: ClientStreamTransport {
 
     // MARK: Request
 
-    /// HTTP/2 field names arrive lowercase (nghttp2 refuses others).
+    /// HTTP/2 field names arrive lowercase (nghttp2 refuses others): compared as they are, length first.
     @inline(__always)
     static func isName(_ name: UnsafeRawBufferPointer, _ text: StaticString) -> Bool {
-        HTTPBytes.equalsLowercase(name.baseAddress!, name.count, text)
+        name.count == text.utf8CodeUnitCount && memcmp(name.baseAddress!, text.utf8Start, name.count) == 0
     }
 
     func header(name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer) {
@@ -437,10 +477,12 @@ final class H2Stream: ClientStreamTransport {
         if H2Stream.isName(name, "te") { return }
         if H2Stream.isName(name, "host") { hasHost = true }
         if H2Stream.isName(name, "content-length") { hasContentLength = true }
-        appendRequest(name)
-        appendRequest(": ")
-        appendRequest(value)
-        appendRequest("\r\n")
+        // "name: value\r\n", in one reservation.
+        reserveRequest(name.count + value.count + 4)
+        request.append(name.baseAddress!, name.count)
+        request.append(": ")
+        if value.count > 0 { request.append(value.baseAddress!, value.count) }
+        request.append("\r\n")
     }
 
     func headComplete(endStream: Bool) {
@@ -502,10 +544,17 @@ final class H2Stream: ClientStreamTransport {
 
     /// The head is complete: a `ClientConnection` takes the request from here.
     func startExchange() {
-        guard exchange == nil, !streamClosed else { return }
+        guard exchange == nil, headComplete, !exchangeStarted, !streamClosed else { return }
         context.clientCount += 1
         exchangeStarted = true
-        let exchange = ClientConnection(stream: self, peer: connection.peer, context: context)
+        let exchange: ClientConnection
+        if let spare = spareExchange {
+            spareExchange = nil
+            spare.reopen(stream: self)
+            exchange = spare
+        } else {
+            exchange = ClientConnection(stream: self, peer: connection.peer, context: context)
+        }
         self.exchange = exchange
         exchange.start()
         exchange.streamReadable()
@@ -606,6 +655,80 @@ final class H2Stream: ClientStreamTransport {
         return .done
     }
 
+    /// A proxied response's head, given as fields (see `ProxiedResponseHead`): submitted as HEADERS at once.
+    func writeResponseHead(_ response: ProxiedResponseHead) -> Bool {
+        // A head already begun as bytes, or after a head: the bytes path keeps its own order.
+        guard !headDone, !head.isAllocated || head.readableBytes == 0 else { return false }
+        if streamClosed || responseComplete { return true }  // nobody to send to: dropped, as its bytes would be
+        let parser = response.upstream
+        let block = connection.headers
+        block.removeAll()
+        block.add(":status", decimal: parser.status)
+        // Room is kept for the gateway's own fields.
+        let upstreamRoom = HTTP2HeaderBlock.capacity - 8
+        for index in 0..<parser.fieldCount where block.count < upstreamRoom {
+            let field = parser.fields[index]
+            guard ClientConnection.forwardsResponseField(field) else { continue }
+            addField(parser, field, block)
+        }
+        if response.addRetryAfter { block.add("retry-after", "1") }
+        if let limits = response.rateLimits {
+            if let limit = limits.limitRequests, let remaining = limits.remainingRequests {
+                block.add("x-ratelimit-limit-requests", decimal: limit)
+                block.add("x-ratelimit-remaining-requests", decimal: remaining, indexed: false)
+            }
+            if let limit = limits.limitTokens, let remaining = limits.remainingTokens {
+                block.add("x-ratelimit-limit-tokens", decimal: limit)
+                block.add("x-ratelimit-remaining-tokens", decimal: remaining, indexed: false)
+            }
+        }
+        // A fresh id with every response: never worth a place in the HPACK table.
+        block.add("x-request-id", value: response.requestID, indexed: false)
+        let status = parser.status
+        let framing = response.framing
+        let attempts = response.attempts
+        // The label's bytes must stay valid until nghttp2 has copied them, in submit.
+        func submit(_ label: UnsafeRawBufferPointer?) {
+            if let label { block.add("x-gateway-deployment", value: label) }
+            block.add("x-gateway-attempts", decimal: attempts)
+            startResponse(status: status, framing: framing, block)
+        }
+        if let label = response.deploymentLabel { label.withUnsafeBytes { submit($0) } } else { submit(nil) }
+        headDone = true
+        return true
+    }
+
+    /// An upstream field into the header block, its name folded to lowercase in place (HTTP/2 names are lowercase;
+    /// the head is not read again).
+    private func addField(_ parser: HTTPHeadParser, _ field: HeaderField, _ block: HTTP2HeaderBlock) {
+        let start = UnsafeMutableRawPointer(mutating: parser.base) + Int(field.name.start)
+        for offset in 0..<Int(field.name.count) {
+            let byte = start.load(fromByteOffset: offset, as: UInt8.self)
+            if byte >= 0x41 && byte <= 0x5A { start.storeBytes(of: byte | 0x20, toByteOffset: offset, as: UInt8.self) }
+        }
+        let name = parser.bytes(field.name), value = parser.bytes(field.value)
+        block.add(name: name, value: value, stable: false, indexed: connection.indexPolicy.shouldIndex(name: name, value: value))
+    }
+
+    /// Submits the head in `block` with the body framing that follows it.
+    private func startResponse(status: Int, framing: ResponseFraming, _ block: HTTP2HeaderBlock) {
+        switch framing {
+        case _ where status == 204 || status == 304, .none, .length(0):
+            bodyFraming = .none
+            responseComplete = true
+            responseSubmitted = session.submitResponse(id, headers: block, body: nil)
+            return
+        case .chunked:
+            decoder.reset()
+        case .length(let length):
+            remaining = length
+        case .untilClose:
+            break
+        }
+        bodyFraming = framing
+        responseSubmitted = session.submitResponse(id, headers: block, body: body)
+    }
+
     /// Response head bytes: gathered until the head is complete, then submitted as HEADERS. Returns the bytes taken,
     /// or -1 when the exchange wrote something that is not an HTTP/1.1 response.
     private func headBytes(_ segment: UnsafeRawBufferPointer) -> Int {
@@ -644,6 +767,7 @@ final class H2Stream: ClientStreamTransport {
         }
     }
 
+    /// A head that came as HTTP/1.1 bytes (a response the gateway wrote itself), parsed, submitted.
     private func submitHead(_ parser: HTTPHeadParser) {
         let block = connection.headers
         block.removeAll()
@@ -656,30 +780,17 @@ final class H2Stream: ClientStreamTransport {
             default:
                 if field.nominatedByConnection { continue }
             }
-            // HTTP/2 field names are lowercase: fold them in place (this head is our own copy).
-            let name = UnsafeMutableRawPointer(mutating: parser.base) + Int(field.name.start)
-            for offset in 0..<Int(field.name.count) {
-                let byte = name.load(fromByteOffset: offset, as: UInt8.self)
-                if byte >= 0x41 && byte <= 0x5A { name.storeBytes(of: byte | 0x20, toByteOffset: offset, as: UInt8.self) }
-            }
-            block.add(name: parser.bytes(field.name), value: parser.bytes(field.value), stable: false)
+            addField(parser, field, block)
         }
-        if parser.status == 204 || parser.status == 304 || parser.contentLength == 0 {
-            bodyFraming = .none
-            responseComplete = true
-            responseSubmitted = session.submitResponse(id, headers: block, body: nil)
-            return
-        }
+        let framing: ResponseFraming
         if parser.chunked {
-            bodyFraming = .chunked
-            decoder.reset()
-        } else if parser.contentLength > 0 {
-            bodyFraming = .length(parser.contentLength)
-            remaining = parser.contentLength
+            framing = .chunked
+        } else if parser.contentLength >= 0 {
+            framing = .length(parser.contentLength)
         } else {
-            bodyFraming = .untilClose
+            framing = .untilClose
         }
-        responseSubmitted = session.submitResponse(id, headers: block, body: body)
+        startResponse(status: parser.status, framing: framing, block)
     }
 
     /// Response body bytes into the stream's buffer, unframed. Returns the bytes taken (0: no room now).
@@ -728,7 +839,11 @@ final class H2Stream: ClientStreamTransport {
     }
 
     func exchangeClosed() {
-        exchange = nil
+        if let exchange {
+            // Closed by itself (its response is out, or it failed): kept for the next stream.
+            spareExchange = exchange
+            self.exchange = nil
+        }
         if !streamClosed {
             if bodyFraming == .untilClose && headDone && !responseComplete {
                 finishBody()
@@ -758,6 +873,7 @@ final class H2Stream: ClientStreamTransport {
         if let exchange {
             self.exchange = nil
             exchange.streamReset()
+            spareExchange = exchange
         }
         loop.buffers.release(&request)
         loop.buffers.release(&head)

@@ -156,8 +156,9 @@ public final class RuntimeConfig: Sendable {
     }
 }
 
-/// A provider, ready to be written into request heads.
-public struct ProviderRoute: Sendable {
+/// A provider, ready to be written into request heads. A class, like `DeploymentRoute`: a request reads it through
+/// one reference instead of copying its arrays (a retain and a release per field).
+public final class ProviderRoute: Sendable {
     public let name: String
     public let kind: ProviderKind
     public let address: SocketAddress

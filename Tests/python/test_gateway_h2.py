@@ -390,3 +390,99 @@ def test_h2_malformed_requests(gwmock, start_gateway):
     assert results[good]["status"] == 200 and results[good]["ended"]
     assert gateway.process.proc.poll() is None
     assert gwmock.stats()["by_path"]["/v1/chat/completions"] == 1
+
+
+def test_sequential_streams_on_one_connection_stay_independent(gwmock, start_gateway):
+    """One stream after another on one connection, so that each reuses what the last one left (the gateway keeps
+    its stream and exchange objects for the next stream): every response is its own, and no header, status or
+    body of one stream shows in the next."""
+    gateway = start_gateway(config(gwmock.url))
+    client = RawH2(port_of(gateway.url))
+    try:
+        for i in range(60):
+            kind = i % 6
+            if kind == 0:  # the client's own request id comes back
+                stream = client.request({**CHAT, "user": f"u{i}"}, headers={"x-request-id": f"client-id-{i}"})
+            elif kind == 1:  # usage chosen by the mock's header
+                stream = client.request(CHAT, headers={"x-mock-usage": f"{i},{i + 1}"})
+            elif kind == 2:  # streamed
+                stream = client.request({**CHAT, "stream": True}, headers={"x-mock-chunks": "3"})
+            elif kind == 3:  # an unknown model: the gateway's own 404
+                stream = client.request({**CHAT, "model": f"no-such-model-{i}"})
+            elif kind == 4:  # a body without content-length (re-framed as chunked)
+                stream = client.request(CHAT, end=False, length=False)
+                client.send_body(stream, json.dumps({**CHAT, "user": f"u{i}"}).encode())
+            else:  # a local endpoint with GET
+                stream = client.conn.get_next_available_stream_id()
+                client.conn.send_headers(stream, [(":method", "GET"), (":path", "/v1/models"), (":scheme", "http"),
+                                                  (":authority", "127.0.0.1")], end_stream=True)
+                client.flush()
+            result = client.responses({stream})[stream]
+            assert result["ended"] and result["reset"] is None, (i, result)
+            headers = result["headers"]
+            request_id = headers.get(b"x-request-id", b"").decode()
+            if kind == 0:
+                assert request_id == f"client-id-{i}"
+            else:
+                assert request_id.startswith("gw-"), (i, headers)
+            if kind == 3:
+                assert result["status"] == 404, (i, result)
+                assert json.loads(result["body"])["error"]["code"] == "model_not_found"
+                assert b"x-gateway-deployment" not in headers
+                continue
+            assert result["status"] == 200, (i, result)
+            if kind == 5:
+                assert json.loads(result["body"])["object"] == "list"
+                assert b"x-gateway-deployment" not in headers
+                continue
+            assert headers[b"x-gateway-deployment"] == f"mock/{MODEL}".encode()
+            assert headers[b"x-gateway-attempts"] == b"1"
+            if kind == 2:
+                assert headers[b"content-type"].startswith(b"text/event-stream")
+                assert result["body"].rstrip().endswith(b"data: [DONE]")
+                continue
+            assert headers[b"content-type"].startswith(b"application/json")
+            assert int(headers[b"content-length"]) == len(result["body"])
+            usage = json.loads(result["body"])["usage"]
+            if kind == 1:
+                assert (usage["prompt_tokens"], usage["completion_tokens"]) == (i, i + 1)
+            else:
+                assert usage["prompt_tokens"] != i or usage["completion_tokens"] != i + 1
+    finally:
+        client.close()
+    assert gwmock.stats()["by_path"]["/v1/chat/completions"] == 40
+
+
+def test_h2_response_headers_match_http1(gwmock, start_gateway):
+    """A stream's response head carries what the same request gets over HTTP/1.1, hop-by-hop fields aside: the
+    upstream's fields, the rate-limit fields of a key with limits, a 429's retry-after, and the gateway's own."""
+    gateway = start_gateway({
+        **config(gwmock.url),
+        "models": [{"name": MODEL, "retry": {"attempts": 1}, "deployments": [{"provider": "mock"}]}],
+        "groups": [{"name": "team", "models": [MODEL], "limits": {"rpm": 1000, "tpm": 1000000}}],
+        "keys": [{"name": "alice", "key": "sk-alice-h2", "groups": ["team"], "limits": {"rpm": 500}}],
+    })
+    auth = {"authorization": "Bearer sk-alice-h2"}
+    varying = {"x-request-id", "x-mock-received-ns", "x-ratelimit-remaining-requests", "x-ratelimit-remaining-tokens",
+               "date"}
+    h2 = httpx.Client(transport=httpx.HTTPTransport(http1=False, http2=True), base_url=gateway.url, timeout=30)
+    h1 = httpx.Client(base_url=gateway.url, timeout=30)
+    try:
+        for extra in ({}, {"x-mock-status": "429"}, {"x-mock-status": "503"}):
+            headers = {**auth, **extra}
+            one = h1.post("/v1/chat/completions", json=CHAT, headers=headers)
+            two = h2.post("/v1/chat/completions", json=CHAT, headers=headers)
+            assert two.http_version == "HTTP/2" and one.http_version == "HTTP/1.1"
+            assert one.status_code == two.status_code, (extra, one.status_code, two.status_code)
+            first = {k: v for k, v in one.headers.items() if k not in ("connection", "transfer-encoding")}
+            second = dict(two.headers.items())
+            assert sorted(first) == sorted(second), (extra, sorted(first), sorted(second))
+            assert {k: v for k, v in first.items() if k not in varying} == \
+                   {k: v for k, v in second.items() if k not in varying}, extra
+            assert "x-ratelimit-limit-requests" in second and "x-ratelimit-remaining-requests" in second
+            assert second["x-request-id"].startswith("gw-")
+            if one.status_code == 429:
+                assert second["retry-after"]
+    finally:
+        h1.close()
+        h2.close()
