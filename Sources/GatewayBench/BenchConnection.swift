@@ -24,8 +24,11 @@ final class BenchConnection: EventHandler, TimerTarget {
 
     static let reconnectBackoffNs: UInt64 = 10_000_000
 
-    private unowned let worker: BenchWorker
-    private unowned let loop: EventLoop
+    // Unowned without reference counting: the worker owns its connections and its loop, and neither calls a
+    // connection once the worker is gone. A checked `unowned` costs a retain and a release on every use, on the
+    // slow path for the worker (its timer relay holds it weakly, which gives it a side table).
+    private unowned(unsafe) let worker: BenchWorker
+    private unowned(unsafe) let loop: EventLoop
     private let request: RequestTemplate
     private let address: SocketAddress
     private let timeoutNs: UInt64
@@ -40,7 +43,7 @@ final class BenchConnection: EventHandler, TimerTarget {
     private var tls: TLSStream?
     private var registration = Registration.none
     private var input = ByteBuffer()
-    private let parser = HTTPHeadParser()
+    private var head = ResponseHead()
     private var decoder = ChunkedDecoder()
     private var sse = SSEScanner()
     private var framing = Framing.none
@@ -171,7 +174,8 @@ final class BenchConnection: EventHandler, TimerTarget {
         precondition(state == .ready)
         self.intended = intended
         self.measured = measured
-        sentAt = Clock.monotonicNs()
+        // A closed loop sends the moment it decides to: `intended` was read from the clock just now.
+        sentAt = openLoop ? Clock.monotonicNs() : intended
         deadline = sentAt + timeoutNs
         state = .inFlight
         headDone = false
@@ -182,6 +186,7 @@ final class BenchConnection: EventHandler, TimerTarget {
         bodyCount = 0
         mockReceived = 0
         written = 0
+        head.reset()
         flush()
     }
 
@@ -301,20 +306,21 @@ final class BenchConnection: EventHandler, TimerTarget {
 
     private func processInput(at now: UInt64) {
         while !headDone {
-            switch parser.parseResponse(input.readPointer, input.readableBytes) {
+            switch head.parse(input.readPointer, input.readableBytes) {
             case .incomplete:
                 return
             case .failed:
                 badResponse()
                 return
             case .complete:
-                let code = parser.status
+                let code = head.status
                 if code >= 100 && code < 200 {
                     guard code != 101 else {
                         badResponse()
                         return
                     }
-                    input.readerIndex += parser.headLength
+                    input.readerIndex += head.headLength
+                    head.reset()
                     continue
                 }
                 headReceived(at: now)
@@ -324,27 +330,25 @@ final class BenchConnection: EventHandler, TimerTarget {
     }
 
     private func headReceived(at now: UInt64) {
-        status = parser.status
-        keepAlive = parser.keepAlive
+        status = head.status
+        keepAlive = head.keepAlive
         if request.isHead || status == 204 || status == 304 {
             framing = .none
-        } else if parser.chunked {
+        } else if head.chunked {
             framing = .chunked
             decoder.reset()
-        } else if parser.contentLength >= 0 {
+        } else if head.contentLength >= 0 {
             framing = .length
-            remaining = parser.contentLength
+            remaining = head.contentLength
         } else {
             framing = .untilClose
             keepAlive = false
         }
-        if let range = parser.value(named: "x-mock-received-ns") {
-            mockReceived = BenchConnection.parseDecimal(parser.bytes(range))
-        }
+        mockReceived = head.mockReceivedNs
         if measured {
             stats.ttfb.recordClamped(now &- min(intended, now))
         }
-        input.readerIndex += parser.headLength
+        input.readerIndex += head.headLength
         headDone = true
         if scanEvents { sse.reset() }
     }
