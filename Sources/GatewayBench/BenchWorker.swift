@@ -103,7 +103,13 @@ final class BenchWorker: @unchecked Sendable, PreciseTimerTarget {
         static let hardDeadline: UInt64 = 3
         static let progress: UInt64 = 4
         static let finish: UInt64 = 5
+        static let pace: UInt64 = 6
     }
+    /// An open loop waits the last stretch before a request is due by polling the loop, not by sleeping on the
+    /// timerfd: here a sleep, its timer and its wakeup cost ~15 µs of CPU per request, which at 70k requests/s
+    /// saturated the load thread and sent most requests late, and a timerfd wakeup came ~36 µs late at the median
+    /// (results/2026-12-02-gwbench-ceiling.md). Longer waits sleep until this window before the due time.
+    static let pollWindowNs: UInt64 = 50_000
     static let progressIntervalNs: UInt64 = 250_000_000
 
     let index: Int
@@ -128,6 +134,8 @@ final class BenchWorker: @unchecked Sendable, PreciseTimerTarget {
     private var finishScheduled = false
     private(set) var finished = false
     private var schedule: OpenLoopSchedule?
+    /// The deadline of the pending `Token.pace` loop timer, 0 when none.
+    private var pacing: UInt64 = 0
     private var pacer: PreciseTimer?
 
     init(index: Int, config: LoadConfig, plan: RunPlan, request: RequestTemplate, control: RunControl) {
@@ -140,6 +148,7 @@ final class BenchWorker: @unchecked Sendable, PreciseTimerTarget {
         self.budget = plan.budgets[index]
         if let rate = plan.rate {
             schedule = OpenLoopSchedule(start: plan.start, rate: rate, phase: index, stride: config.threads, end: plan.scheduleEnd)
+            loop.pollWindowNs = BenchWorker.pollWindowNs
         }
         stats.windowEnd = plan.measureEnd
         timers.worker = self
@@ -210,6 +219,9 @@ final class BenchWorker: @unchecked Sendable, PreciseTimerTarget {
             loop.schedule(at: loop.now + BenchWorker.progressIntervalNs, target: timers, token: Token.progress)
         case Token.finish:
             finish()
+        case Token.pace:
+            pacing = 0
+            if sending { pump(freedWhileStarved: false) }
         default:
             break
         }
@@ -325,7 +337,15 @@ final class BenchWorker: @unchecked Sendable, PreciseTimerTarget {
                 return
             }
         }
-        if let next = current.nextIntendedTime { pacer?.arm(at: next) }
+        guard let next = current.nextIntendedTime else { return }
+        if next &- loop.now <= BenchWorker.pollWindowNs || next <= loop.now {
+            guard next != pacing else { return }
+            pacing = next
+            loop.schedule(at: next, target: timers, token: Token.pace)
+        } else {
+            // Wake a window early: the timerfd's wakeup is tens of microseconds late here, and the poll is not.
+            pacer?.arm(at: next - BenchWorker.pollWindowNs)
+        }
     }
 
     func preciseTimerFired() {

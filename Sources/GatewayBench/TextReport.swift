@@ -20,6 +20,8 @@ public enum TextReport {
             + "\(Format.fixed(result.rps, result.rps < 100 ? 1 : 0)) req/s")
         var cpu = "  CPU (gwbench) \(Format.fixed(Double(result.cpuNs) / 1e9, 2))s"
         if c.responses > 0 { cpu += ", \(Format.fixed(Double(result.cpuNs) / Double(c.responses) / 1e3, 1))µs per response" }
+        // The open loop's pacer polls the last 50 µs before each send (BenchWorker.pollWindowNs).
+        if case .open = config.mode { cpu += " (with the pacer's polling)" }
         for process in result.processes {
             if let ns = process.cpuNs {
                 cpu += "; \(process.name) (pid \(process.pid)) \(Format.fixed(Double(ns) / 1e9, 2))s"
