@@ -33,6 +33,18 @@ public struct JSONCursor {
         let start = offset
         var escaped = false
         while offset < bytes.count {
+            // Most of a chat body is string contents: pass over them eight bytes at a time while no byte is a quote,
+            // a backslash or a control character.
+            while offset &+ 8 <= bytes.count {
+                let specials = JSONCursor.stringSpecials(bytes.loadUnaligned(fromByteOffset: offset, as: UInt64.self))
+                if specials == 0 {
+                    offset &+= 8
+                    continue
+                }
+                offset &+= specials.trailingZeroBitCount >> 3  // to the first special byte (little-endian)
+                break
+            }
+            guard offset < bytes.count else { break }
             let byte = bytes[offset]
             if byte == UInt8(ascii: "\"") {
                 offset += 1
@@ -47,6 +59,20 @@ public struct JSONCursor {
             offset += 1
         }
         return nil
+    }
+
+    /// The bytes of a word (read little-endian) that are a quote, a backslash or below 0x20, as their high bits
+    /// (SWAR). The lowest flagged byte is exactly the first such byte; bytes above it may be flagged falsely (a borrow
+    /// carries up), so callers look only at the lowest. Bytes of 0x80 and above never match.
+    @inline(__always)
+    static func stringSpecials(_ word: UInt64) -> UInt64 {
+        let ones: UInt64 = 0x0101_0101_0101_0101
+        let highs: UInt64 = 0x8080_8080_8080_8080
+        let quote = word ^ (ones &* 0x22)
+        let backslash = word ^ (ones &* 0x5C)
+        // (x - 0x01…) & ~x & 0x80… flags the bytes of x that are 0; with 0x20… instead of 0x01…, those below 0x20.
+        let hits = ((quote &- ones) & ~quote) | ((backslash &- ones) & ~backslash) | ((word &- ones &* 0x20) & ~word)
+        return hits & highs
     }
 
     /// Skips any JSON value: strings, numbers, literals, and nested objects and arrays.

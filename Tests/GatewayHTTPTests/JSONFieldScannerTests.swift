@@ -158,4 +158,54 @@ struct JSONFieldScannerTests {
             if let model = scan.model { #expect(model == "m") }
         }
     }
+
+    private static func isStringSpecial(_ byte: UInt8) -> Bool {
+        byte == UInt8(ascii: "\"") || byte == UInt8(ascii: "\\") || byte < 0x20
+    }
+
+    @Test("the eight-byte string test finds the first special byte: every byte at every position, and random words")
+    func wordTestFindsTheFirstSpecialByte() {
+        func firstFlagged(_ word: UInt64) -> Int? {
+            let specials = JSONCursor.stringSpecials(word)
+            return specials == 0 ? nil : specials.trailingZeroBitCount / 8
+        }
+        for position in 0..<8 {
+            for value in 0...255 {
+                var bytes = [UInt8](repeating: UInt8(ascii: "a"), count: 8)
+                bytes[position] = UInt8(value)
+                let word = bytes.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) }
+                #expect(firstFlagged(word) == (Self.isStringSpecial(UInt8(value)) ? position : nil),
+                        "byte \(value) at \(position)")
+            }
+        }
+        var state: UInt64 = 0x9E37_79B9_7F4A_7C15
+        for _ in 0..<200_000 {
+            state ^= state << 13
+            state ^= state >> 7
+            state ^= state << 17
+            let bytes = withUnsafeBytes(of: state.littleEndian) { Array($0) }
+            #expect(firstFlagged(state) == bytes.firstIndex(where: Self.isStringSpecial))
+        }
+    }
+
+    @Test("a string ends, escapes or fails at its first special byte, wherever that falls in an eight-byte word")
+    func stringSpecialsAtEveryOffset() {
+        for lead in 0..<24 {
+            let prefix = String(repeating: "é", count: lead / 2) + String(repeating: "x", count: lead % 2)
+            func scan(_ rest: [UInt8]) -> (Range<Int>, Bool)? {
+                let text = [UInt8(ascii: "\"")] + Array(prefix.utf8) + rest
+                return text.withUnsafeBytes { raw in
+                    var cursor = JSONCursor(bytes: raw)
+                    return cursor.string()
+                }
+            }
+            let contents = prefix.utf8.count
+            let tail = Array("yyyyyyyyyyyy\"".utf8)
+            #expect(scan(Array("\"".utf8) + tail).map { $0.0 } == 1..<(1 + contents), "lead \(lead)")
+            #expect(scan(Array("\\n".utf8) + tail).map { $0.1 } == true, "lead \(lead)")
+            #expect(scan(Array("\\\"".utf8) + tail).map { $0.0.count } == contents + 2 + tail.count - 1, "lead \(lead)")
+            #expect(scan([0x01] + tail) == nil, "lead \(lead)")
+            #expect(scan(Array(prefix.utf8)) == nil, "lead \(lead): unterminated")
+        }
+    }
 }
