@@ -5,11 +5,14 @@
 # with on a busy machine (see bench-policy-instructions.sh, which this one follows).
 #
 # Usage: scripts/bench-h2c-instructions.sh [--requests N] [--warmup N] [--json FILE] [--keep DIR] [--no-allocations]
+#                                          [--nghttpx]
 #   --requests N      counted requests per run (default 6000)
 #   --warmup N        requests before counting (default 640)
 #   --json FILE       also write every figure as JSON to FILE
 #   --keep DIR        keep the callgrind dumps (one file per thread) in DIR/h2c and DIR/http1, for callgrind_annotate
 #   --no-allocations  skip the malloc-counter runs
+#   --nghttpx         also count nghttpx (1.52, --single-process, 1 worker, h2c in and HTTP/1.1 to gwmock, as in
+#                     bench-h2c-peers.sh) on the same h2c load: the peer's cost per request, beside ours
 #   Environment: GW_BIN_DIR=DIR uses prebuilt binaries; GW_SKIP_APT=1.
 #
 # How, for each protocol in turn (the gateway pinned to CPU 0; gwmock and gwbench on CPU 1; 127.0.0.1 only):
@@ -35,6 +38,7 @@ WARMUP=640
 JSON=""
 KEEP=""
 ALLOCATIONS=1
+NGHTTPX=0
 while (($# > 0)); do
     case "$1" in
     --requests) REQUESTS="$2"; shift 2 ;;
@@ -42,7 +46,8 @@ while (($# > 0)); do
     --json) JSON="$2"; shift 2 ;;
     --keep) KEEP="$2"; shift 2 ;;
     --no-allocations) ALLOCATIONS=0; shift ;;
-    -h | --help) sed -n '2,13p' "${BASH_SOURCE[0]}"; exit 0 ;;
+    --nghttpx) NGHTTPX=1; shift ;;
+    -h | --help) sed -n '2,16p' "${BASH_SOURCE[0]}"; exit 0 ;;
     *) gw_die "unknown option $1 (see --help)" ;;
     esac
 done
@@ -125,11 +130,37 @@ allocations() {
 }
 
 for proto in h2c http1; do instructions "$proto"; done
+
+# nghttpx_instructions: nghttpx under callgrind on the h2c load; leaves its dumps in $GW_TMP/cg-nghttpx/.
+nghttpx_instructions() {
+    local dir="$GW_TMP/cg-nghttpx" port pid i
+    command -v nghttpx >/dev/null || { gw_log "apt-get install -y nghttp2-proxy"; apt-get install -y nghttp2-proxy >/dev/null; }
+    mkdir -p "$dir"
+    port="$(gw_free_port)"
+    gw_spawn "$dir/nghttpx.log" "$CPU_GATEWAY" "$dir" valgrind --tool=callgrind --separate-threads=yes \
+        --callgrind-out-file="$dir/cg.out" nghttpx --single-process --workers=1 \
+        "--frontend=127.0.0.1,$port;no-tls" "--backend=127.0.0.1,${MOCK_URL##*:}" \
+        --backend-connections-per-host=128 --frontend-http2-max-concurrent-streams=100 --no-via --no-ocsp \
+        --errorlog-file="$dir/error.log"
+    pid="$GW_LAST_PID"
+    for ((i = 0; i < 600; i++)); do
+        curl -s --http2-prior-knowledge -o /dev/null "http://127.0.0.1:$port/health" && break
+        sleep 0.1
+    done
+    gw_log "nghttpx under callgrind: $WARMUP warm-up requests"
+    load h2c "http://127.0.0.1:$port/v1/chat/completions" "$WARMUP" "$dir/warmup.txt"
+    callgrind_control --zero "$pid" >/dev/null 2>&1
+    gw_log "nghttpx: $REQUESTS counted requests"
+    load h2c "http://127.0.0.1:$port/v1/chat/completions" "$REQUESTS" "$dir/counted.txt"
+    callgrind_control --dump "$pid" >/dev/null 2>&1
+    gw_stop "$pid" 60 || gw_warn "nghttpx under callgrind did not exit cleanly"
+}
+if ((NGHTTPX)); then nghttpx_instructions; fi
 if ((ALLOCATIONS)); then for proto in h2c http1; do allocations "$proto"; done; fi
 
-python3 - "$GW_TMP" "$REQUESTS" "$WARMUP" "$ALLOCATIONS" "${JSON:-}" "$COMMAND" <<'PY'
+python3 - "$GW_TMP" "$REQUESTS" "$WARMUP" "$ALLOCATIONS" "${JSON:-}" "$COMMAND" "$NGHTTPX" <<'PY'
 import glob, json, re, sys
-tmp, requests, warmup, with_allocations, json_path, command = sys.argv[1:7]
+tmp, requests, warmup, with_allocations, json_path, command, with_nghttpx = sys.argv[1:8]
 requests, warmup = int(requests), int(warmup)
 
 def role(path):
@@ -166,6 +197,12 @@ print(f"{'':8}{'instr/req':>12}   by thread                    load")
 for proto, entry in result["protocols"].items():
     parts = ", ".join(f"{k} {v:,.0f}" for k, v in entry["instructions_per_request_by_thread"].items())
     print(f"{proto:8}{entry['instructions_per_request']:>12,.0f}   {parts:28} {entry['load']}")
+if with_nghttpx == "1":
+    # Only the dumps taken after --zero count (callgrind numbers them: cg.out.1-NN is the first dump's thread NN).
+    peer = sum(total(path) for path in glob.glob(f"{tmp}/cg-nghttpx/cg.out.1-*"))
+    result["nghttpx_h2c"] = {"load": loads["h2c"], "instructions_per_request": peer / requests,
+                             "arrangement": "nghttpx 1.52 --single-process --workers=1, h2c in, HTTP/1.1 to gwmock"}
+    print(f"{'nghttpx':8}{peer / requests:>12,.0f}   {'whole process':28} {loads['h2c']} (the same h2c load)")
 if with_allocations == "1":
     print(f"\n{'':8}{'allocs/req':>12}{'frees/req':>12}")
     for proto, entry in result["protocols"].items():
