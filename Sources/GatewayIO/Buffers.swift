@@ -200,7 +200,14 @@ public final class Buffers {
     }
 
     @inline(__always)
+    @inlinable
     public func release(_ buffer: inout ByteBuffer) {
+        // Most releases on the request path are of buffers that were never attached: no call for those.
+        if buffer.base != nil { releaseAttached(&buffer) }
+    }
+
+    @usableFromInline
+    func releaseAttached(_ buffer: inout ByteBuffer) {
         guard let (memory, origin) = buffer.detach() else { return }
         switch origin {
         case 1: small.release(memory)

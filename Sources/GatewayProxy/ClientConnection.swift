@@ -62,6 +62,9 @@ final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
 
     private unowned(unsafe) let context: LoopContext
     private let loop: EventLoop
+    /// The loop's buffer pools, held without reference counting (a `loop.buffers` call retained and released them
+    /// around every call). Safe: this object holds `loop`, which owns them.
+    private unowned(unsafe) let buffers: Buffers
     private let fd: Int32
     private let peer: SocketAddress
     /// Set on a tls:// listener; the handshake runs before the first request is read.
@@ -182,6 +185,7 @@ final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
         self.tls = tls
         self.context = context
         self.loop = context.loop
+        self.buffers = context.loop.buffers
         requestID = .allocate(byteCount: 128, alignment: 1)
         peerHost = .allocate(byteCount: 64, alignment: 1)
         peerHostCount = peer.writeHost(into: peerHost, capacity: 64)
@@ -345,7 +349,7 @@ final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
 
     private func readOnce() {
         if peerClosedInput { return }
-        if !input.isAllocated { loop.buffers.attachSmall(&input) }
+        if !input.isAllocated { buffers.attachSmall(&input) }
         let readingIntoBody = bodyMode == .heapLength && (state == .readingBody || (state == .proxying && streamingBody))
         if streamingBody && state == .proxying && (upstream == nil || upstream!.hasPendingOutput) {
             // The upstream has not taken what we sent: stop reading the client's body (backpressure).
@@ -360,7 +364,7 @@ final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
                     input.compact()
                     parser.reset()
                 } else if input.capacity == Buffers.smallSize {
-                    loop.buffers.grow(&input)
+                    buffers.grow(&input)
                 }
             case .readingBody where bodyMode == .heapChunked:
                 input.compact()
@@ -612,17 +616,17 @@ final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
         } else {
             // The body will not fit beside the head: keep a copy of the head, and collect the body apart.
             let headStart = input.readerIndex
-            loop.buffers.attachHeap(&headCopy, capacity: parser.headLength)
+            buffers.attachHeap(&headCopy, capacity: parser.headLength)
             headCopy.append(input.base! + headStart, parser.headLength)
             parser.rebase(to: headCopy.base!)
             input.readerIndex = headEnd
             if parser.chunked {
                 bodyMode = .heapChunked
                 decoder.reset()
-                loop.buffers.attachHeap(&body, capacity: min(64 * 1024, context.config.maxBodyBytes + 1))
+                buffers.attachHeap(&body, capacity: min(64 * 1024, context.config.maxBodyBytes + 1))
             } else {
                 bodyMode = .heapLength
-                loop.buffers.attachHeap(&body, capacity: contentLength)
+                buffers.attachHeap(&body, capacity: contentLength)
                 let already = min(input.readableBytes, contentLength)
                 body.append(input.readPointer, already)
                 input.readerIndex += already
@@ -718,9 +722,9 @@ final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
         var capacity = max(body.capacity * 2, needed)
         capacity = min(capacity, context.config.maxBodyBytes + 1)
         var grown = ByteBuffer()
-        loop.buffers.attachHeap(&grown, capacity: capacity)
+        buffers.attachHeap(&grown, capacity: capacity)
         grown.append(body.base!, body.writerIndex)
-        loop.buffers.release(&body)
+        buffers.release(&body)
         body = grown
     }
 
@@ -912,7 +916,7 @@ final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
             includeUsage = includeUsagePlan(body: UnsafeRawBufferPointer(start: bodyPointer, count: bodyCount), fields: requestFields)
         }
         translation = nil
-        if translatedRequest.isAllocated { loop.buffers.release(&translatedRequest) }
+        if translatedRequest.isAllocated { buffers.release(&translatedRequest) }
         if let direction = Translation.direction(endpoint: endpoint, provider: provider.kind) {
             guard !streamingBody else {
                 respondError(400, .invalidRequest, "a request served in the other API shape must fit in \(ClientConnection.earlyDispatchBytes) bytes before its model", close: true)
@@ -923,7 +927,7 @@ final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
             do throws(TranslationError) {
                 let bytes = try plan.request(UnsafeRawBufferPointer(start: bodyPointer, count: bodyCount),
                                              upstreamModel: String(decoding: chosen.upstreamModel, as: UTF8.self))
-                loop.buffers.attachHeap(&translatedRequest, capacity: bytes.count)
+                buffers.attachHeap(&translatedRequest, capacity: bytes.count)
                 translatedRequest.append(bytes)
             } catch {
                 respondError(400, .invalidRequest, "the request cannot be translated for \(provider.name): \(error.message)", close: false)
@@ -1012,9 +1016,9 @@ final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
     /// Writes the request head for the upstream: hop-by-hop and credential headers dropped, the
     /// provider's host and key added, the body re-framed with Content-Length.
     private func buildUpstreamHead(_ deployment: DeploymentRoute, provider: ProviderRoute) {
-        loop.buffers.release(&upstreamHead)
+        buffers.release(&upstreamHead)
         let needed = parser.headLength + provider.basePath.count + provider.query.count + provider.credentialLines.count + 512
-        loop.buffers.attach(&upstreamHead, capacity: needed)
+        buffers.attach(&upstreamHead, capacity: needed)
         let base = parser.base
         upstreamHead.append(base + Int(parser.methodRange.start), Int(parser.methodRange.count))
         upstreamHead.append(byte: UInt8(ascii: " "))
@@ -1231,9 +1235,9 @@ final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
         }
         // The HTTP/1.1 text, also when only its size is wanted (the record's bytes out).
         guard !direct || record.active else { return }
-        loop.buffers.release(&responseHead)
+        buffers.release(&responseHead)
         let needed = parser.headLength + 512 + requestIDCount + RateLimitHeaders.maxEncodedBytes
-        loop.buffers.attach(&responseHead, capacity: needed)
+        buffers.attach(&responseHead, capacity: needed)
         let base = parser.base
         responseHead.append("HTTP/1.1 ")
         let lineLength = parser.startLineLength
@@ -1283,9 +1287,9 @@ final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
     /// read buffer are no longer needed, so a long stream to a slow reader holds as little as possible.
     private func releaseRequestBuffersOnceSent() {
         guard let upstream, !upstream.hasPendingOutput, !streamingBody else { return }
-        loop.buffers.release(&upstreamHead)
+        buffers.release(&upstreamHead)
         if bodyMode == .inInput && input.readableBytes == 0 {
-            loop.buffers.release(&input)
+            buffers.release(&input)
             bodyPointer = nil
         }
     }
@@ -1308,12 +1312,12 @@ final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
     private func startTranslatedResponse(_ translation: Translation, status: Int) {
         translatedStatus = status
         translatedStreaming = translation.streams(status: status)
-        loop.buffers.release(&translatedResponse)
+        buffers.release(&translatedResponse)
         if translatedStreaming {
             if minorVersion == 0 { closeAfterResponse = true }
             writeTranslatedHead(status: status, contentType: "text/event-stream", length: nil)
         } else {
-            loop.buffers.attachHeap(&translatedResponse, capacity: 16 * 1024)
+            buffers.attachHeap(&translatedResponse, capacity: 16 * 1024)
         }
     }
 
@@ -1322,8 +1326,8 @@ final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
     private func writeTranslatedHead(status: Int, contentType: StaticString, length: Int?) {
         let close = !keepAlive || closeAfterResponse || draining || peerClosedInput || (length == nil && minorVersion == 0)
         keepAlive = !close
-        loop.buffers.release(&responseHead)
-        loop.buffers.attach(&responseHead, capacity: 512 + requestIDCount + RateLimitHeaders.maxEncodedBytes)
+        buffers.release(&responseHead)
+        buffers.attach(&responseHead, capacity: 512 + requestIDCount + RateLimitHeaders.maxEncodedBytes)
         releaseRequestBuffersOnceSent()
         responseHead.append("HTTP/1.1 ")
         responseHead.append(decimal: status)
@@ -1358,9 +1362,9 @@ final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
             }
             if translatedResponse.writableBytes < bytes.count {
                 var grown = ByteBuffer()
-                loop.buffers.attachHeap(&grown, capacity: max(translatedResponse.capacity * 2, translatedResponse.readableBytes + bytes.count))
+                buffers.attachHeap(&grown, capacity: max(translatedResponse.capacity * 2, translatedResponse.readableBytes + bytes.count))
                 grown.append(translatedResponse.readPointer, translatedResponse.readableBytes)
-                loop.buffers.release(&translatedResponse)
+                buffers.release(&translatedResponse)
                 translatedResponse = grown
             }
             if bytes.count > 0 { translatedResponse.append(bytes.baseAddress!, bytes.count) }
@@ -1378,8 +1382,8 @@ final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
         if translatedResponse.isAllocated && translatedResponse.capacity >= events.count + 32 {
             translatedResponse.clear()
         } else {
-            loop.buffers.release(&translatedResponse)
-            loop.buffers.attachHeap(&translatedResponse, capacity: max(events.count + 32, 4096))
+            buffers.release(&translatedResponse)
+            buffers.attachHeap(&translatedResponse, capacity: max(events.count + 32, 4096))
         }
         let chunked = minorVersion >= 1
         if chunked && !events.isEmpty {
@@ -1413,11 +1417,11 @@ final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
                 result = .failure(error)
             }
         }
-        loop.buffers.release(&translatedResponse)
+        buffers.release(&translatedResponse)
         switch result {
         case .success(let body):
             writeTranslatedHead(status: translatedStatus, contentType: "application/json", length: body.count)
-            loop.buffers.attachHeap(&translatedResponse, capacity: max(1, body.count))
+            buffers.attachHeap(&translatedResponse, capacity: max(1, body.count))
             translatedResponse.append(body)
             record.bytesOut += body.count
             out.append(translatedResponse.readPointer, translatedResponse.readableBytes)
@@ -1544,8 +1548,8 @@ final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
         state = .proxying
         record.status = status
         let close = closeAfterResponse || !keepAlive || draining
-        loop.buffers.release(&responseHead)
-        loop.buffers.attach(&responseHead, capacity: json.count + 256 + requestIDCount + RateLimitHeaders.maxEncodedBytes)
+        buffers.release(&responseHead)
+        buffers.attach(&responseHead, capacity: json.count + 256 + requestIDCount + RateLimitHeaders.maxEncodedBytes)
         responseHead.append("HTTP/1.1 ")
         responseHead.append(decimal: status)
         responseHead.append(" OK\r\ncontent-type: application/json\r\ncontent-length: ")
@@ -1569,9 +1573,9 @@ final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
         let closing = close || closeAfterResponse || !keepAlive || draining
         if closing { keepAlive = false }
         state = .proxying
-        loop.buffers.release(&responseHead)
+        buffers.release(&responseHead)
         let body = ErrorBody.json(code: code, message: message)
-        loop.buffers.attach(&responseHead, capacity: body.count + 512)
+        buffers.attach(&responseHead, capacity: body.count + 512)
         let id = requestIDCount > 0 ? UnsafeRawBufferPointer(start: requestID, count: requestIDCount) : nil
         var headers = extraHeaders
         if attempts > 0 {
@@ -1583,10 +1587,10 @@ final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
             let limits = context.config.policy.counters.headers(key, nowNs: loop.now)
             if !limits.isEmpty {
                 var text = ByteBuffer()
-                loop.buffers.attach(&text, capacity: RateLimitHeaders.maxEncodedBytes)
+                buffers.attach(&text, capacity: RateLimitHeaders.maxEncodedBytes)
                 limits.write(into: &text)
                 headers += String(decoding: UnsafeRawBufferPointer(start: text.readPointer, count: text.readableBytes), as: UTF8.self)
-                loop.buffers.release(&text)
+                buffers.release(&text)
             }
         }
         ErrorBody.appendResponse(
@@ -1615,8 +1619,8 @@ final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
         }
         triedEarlyDispatch = false
         bodyForwarded = 0
-        loop.buffers.release(&body)
-        loop.buffers.release(&headCopy)
+        buffers.release(&body)
+        buffers.release(&headCopy)
         releaseTranslationBuffersOnceSent()
         bodyMode = .none
         bodyPointer = nil
@@ -1648,15 +1652,15 @@ final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
     private func releaseTranslationBuffersOnceSent() {
         guard translation != nil || translatedRequest.isAllocated || translatedResponse.isAllocated else { return }
         translation = nil
-        loop.buffers.release(&translatedRequest)
-        if out.isEmpty { loop.buffers.release(&translatedResponse) }
+        buffers.release(&translatedRequest)
+        if out.isEmpty { buffers.release(&translatedResponse) }
     }
 
     private func releaseIdleBuffers() {
-        if translatedResponse.isAllocated { loop.buffers.release(&translatedResponse) }
-        loop.buffers.release(&input)
-        loop.buffers.release(&upstreamHead)
-        loop.buffers.release(&responseHead)
+        if translatedResponse.isAllocated { buffers.release(&translatedResponse) }
+        buffers.release(&input)
+        buffers.release(&upstreamHead)
+        buffers.release(&responseHead)
         parser.reset()
     }
 
@@ -1688,13 +1692,13 @@ final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
             loop.deregisterAndClose(registration)
         }
         out.removeAll()
-        loop.buffers.release(&input)
-        loop.buffers.release(&body)
-        loop.buffers.release(&headCopy)
-        loop.buffers.release(&upstreamHead)
-        loop.buffers.release(&responseHead)
-        loop.buffers.release(&translatedRequest)
-        loop.buffers.release(&translatedResponse)
+        buffers.release(&input)
+        buffers.release(&body)
+        buffers.release(&headCopy)
+        buffers.release(&upstreamHead)
+        buffers.release(&responseHead)
+        buffers.release(&translatedRequest)
+        buffers.release(&translatedResponse)
         translation = nil
         context.clientClosed()
     }

@@ -29,6 +29,9 @@ final class H2ClientConnection: EventHandler, HTTP2SessionDelegate, TimerTarget 
 
     private unowned(unsafe) let context: LoopContext
     let loop: EventLoop
+    /// The loop's buffer pools, held without reference counting (a `loop.buffers` call retained and released them
+    /// around every call). Safe: this object holds `loop`, which owns them.
+    private unowned(unsafe) let buffers: Buffers
     private let fd: Int32
     private let registration: Registration
     private let tls: TLSStream?
@@ -78,6 +81,7 @@ final class H2ClientConnection: EventHandler, HTTP2SessionDelegate, TimerTarget 
         self.peer = peer
         self.context = context
         self.loop = context.loop
+        self.buffers = context.loop.buffers
         self.input = input
     }
 
@@ -134,7 +138,7 @@ final class H2ClientConnection: EventHandler, HTTP2SessionDelegate, TimerTarget 
     private func onReadable() {
         repeat {
             guard !closed else { return }
-            if !input.isAllocated { loop.buffers.attachSmall(&input) }
+            if !input.isAllocated { buffers.attachSmall(&input) }
             let result: IOResult<Int>
             do {
                 if let tls {
@@ -148,7 +152,7 @@ final class H2ClientConnection: EventHandler, HTTP2SessionDelegate, TimerTarget 
                 return
             }
             guard case .processed(let count) = result else {
-                if input.readableBytes == 0 { loop.buffers.release(&input) }
+                if input.readableBytes == 0 { buffers.release(&input) }
                 return
             }
             if count == 0 {
@@ -174,7 +178,7 @@ final class H2ClientConnection: EventHandler, HTTP2SessionDelegate, TimerTarget 
                 return
             }
         }
-        loop.buffers.release(&input)
+        buffers.release(&input)
         if !started.isEmpty {
             let list = started
             started.removeAll(keepingCapacity: true)
@@ -365,7 +369,7 @@ final class H2ClientConnection: EventHandler, HTTP2SessionDelegate, TimerTarget 
         spareStreams.removeAll()
         for stream in open { stream?.closed(errorCode: HTTP2ErrorCode.cancel) }
         loop.deregisterAndClose(registration)
-        loop.buffers.release(&input)
+        buffers.release(&input)
         session?.outbound.releaseAll()
         context.clientClosed()
     }
@@ -380,6 +384,8 @@ final class H2Stream: ClientStreamTransport {
     /// The connection owns its streams, and closes their exchanges before it goes.
     private unowned(unsafe) let connection: H2ClientConnection
     private unowned(unsafe) let context: LoopContext
+    /// The loop's buffer pools, without reference counting: the connection holds the loop, which owns them.
+    private unowned(unsafe) let buffers: Buffers
     private(set) var id: Int32 = 0
     private(set) var slot = 0
     private(set) var exchange: ClientConnection?
@@ -419,6 +425,7 @@ final class H2Stream: ClientStreamTransport {
     init(connection: H2ClientConnection, context: LoopContext) {
         self.connection = connection
         self.context = context
+        self.buffers = context.loop.buffers
     }
 
     /// Starts serving stream `id` in `slot`, from a clean state. (`closed` gave the buffers back.)
@@ -609,17 +616,17 @@ final class H2Stream: ClientStreamTransport {
 
     /// Room for `count` more request bytes: a pool chunk, grown, then the heap.
     private func reserveRequest(_ count: Int) {
-        if !request.isAllocated { loop.buffers.attachSmall(&request) }
+        if !request.isAllocated { buffers.attachSmall(&request) }
         if request.writableBytes < count {
             request.compact()
             while request.writableBytes < count {
                 if request.capacity < Buffers.largeSize {
-                    loop.buffers.grow(&request)
+                    buffers.grow(&request)
                 } else {
                     var bigger = ByteBuffer()
-                    loop.buffers.attachHeap(&bigger, capacity: max(request.capacity * 2, request.readableBytes + count))
+                    buffers.attachHeap(&bigger, capacity: max(request.capacity * 2, request.readableBytes + count))
                     bigger.append(request.readPointer, request.readableBytes)
-                    loop.buffers.release(&request)
+                    buffers.release(&request)
                     request = bigger
                 }
             }
@@ -732,16 +739,16 @@ final class H2Stream: ClientStreamTransport {
     /// Response head bytes: gathered until the head is complete, then submitted as HEADERS. Returns the bytes taken,
     /// or -1 when the exchange wrote something that is not an HTTP/1.1 response.
     private func headBytes(_ segment: UnsafeRawBufferPointer) -> Int {
-        if !head.isAllocated { loop.buffers.attach(&head, capacity: Buffers.headSize) }
+        if !head.isAllocated { buffers.attach(&head, capacity: Buffers.headSize) }
         let before = head.readableBytes
         let room = HTTPHeadParser.maxHeadBytes - before
         guard room > 0 else { return -1 }
         let copy = min(segment.count, room)
         if head.writableBytes < copy {
             var bigger = ByteBuffer()
-            loop.buffers.attachHeap(&bigger, capacity: before + copy)
+            buffers.attachHeap(&bigger, capacity: before + copy)
             bigger.append(head.readPointer, before)
-            loop.buffers.release(&head)
+            buffers.release(&head)
             head = bigger
         }
         head.append(segment.baseAddress!, copy)
@@ -761,7 +768,7 @@ final class H2Stream: ClientStreamTransport {
             }
             submitHead(parser)
             head.clear()
-            loop.buffers.release(&head)
+            buffers.release(&head)
             headDone = true
             return headLength - before
         }
@@ -875,8 +882,8 @@ final class H2Stream: ClientStreamTransport {
             exchange.streamReset()
             spareExchange = exchange
         }
-        loop.buffers.release(&request)
-        loop.buffers.release(&head)
+        buffers.release(&request)
+        buffers.release(&head)
         session.release(body)
     }
 }

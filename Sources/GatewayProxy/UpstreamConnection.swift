@@ -133,6 +133,9 @@ final class UpstreamConnection: EventHandler, UpstreamChannel {
     // Strong: after a reload, connections in flight keep their old pool alive until they close.
     let pool: UpstreamPool
     let loop: EventLoop
+    /// The loop's buffer pools, held without reference counting (a `loop.buffers` call retained and released them
+    /// around every call). Safe: this object holds `loop`, which owns them.
+    private unowned(unsafe) let buffers: Buffers
     private(set) var state = State.connecting
     private var dialer = UpstreamDialer()
     private var fd: Int32 { dialer.fd }
@@ -168,6 +171,7 @@ final class UpstreamConnection: EventHandler, UpstreamChannel {
     init(pool: UpstreamPool, loop: EventLoop) {
         self.pool = pool
         self.loop = loop
+        self.buffers = loop.buffers
     }
 
     deinit {
@@ -279,10 +283,10 @@ final class UpstreamConnection: EventHandler, UpstreamChannel {
             return
         }
         if paused { return }
-        if !input.isAllocated { loop.buffers.attachSmall(&input) }
+        if !input.isAllocated { buffers.attachSmall(&input) }
         if input.writableBytes == 0 {
             if state == .awaitingHead, input.capacity == Buffers.smallSize {
-                loop.buffers.grow(&input)
+                buffers.grow(&input)
             } else {
                 input.compact()
             }
@@ -469,7 +473,7 @@ final class UpstreamConnection: EventHandler, UpstreamChannel {
         let finished = exchange
         exchange = nil
         requestsServed += 1
-        loop.buffers.release(&input)
+        buffers.release(&input)
         if reusable && requestBodyComplete && requestsServed < UpstreamConnection.maxRequestsPerConnection && !wantsWrite {
             state = .idle
             deadline = loop.now + pool.context.config.idleTimeoutNs
@@ -519,7 +523,7 @@ final class UpstreamConnection: EventHandler, UpstreamChannel {
         state = .closed
         discarding = false
         dialer.close(loop)
-        loop.buffers.release(&input)
+        buffers.release(&input)
         out.removeAll()
         pool.connectionClosed(self)
     }

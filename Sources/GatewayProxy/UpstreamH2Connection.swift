@@ -37,6 +37,9 @@ final class UpstreamH2Connection: EventHandler, HTTP2SessionDelegate, TimerTarge
     // Strong: after a reload, a connection with streams in flight keeps its old pool alive until it closes.
     let pool: UpstreamPool
     let loop: EventLoop
+    /// The loop's buffer pools, held without reference counting (a `loop.buffers` call retained and released them
+    /// around every call). Safe: this object holds `loop`, which owns them.
+    unowned(unsafe) let buffers: Buffers
     private(set) var state = State.connecting
     private var dialer = UpstreamDialer()
     private var fd: Int32 { dialer.fd }
@@ -75,6 +78,7 @@ final class UpstreamH2Connection: EventHandler, HTTP2SessionDelegate, TimerTarge
     init(pool: UpstreamPool, loop: EventLoop) {
         self.pool = pool
         self.loop = loop
+        self.buffers = loop.buffers
     }
 
     var isIdle: Bool { load == 0 }
@@ -217,7 +221,7 @@ final class UpstreamH2Connection: EventHandler, HTTP2SessionDelegate, TimerTarge
     private func onReadable() {
         repeat {
             guard state == .open, let session else { return }
-            if !input.isAllocated { loop.buffers.attachSmall(&input) }
+            if !input.isAllocated { buffers.attachSmall(&input) }
             let result: IOResult<Int>
             do {
                 if let tls {
@@ -231,7 +235,7 @@ final class UpstreamH2Connection: EventHandler, HTTP2SessionDelegate, TimerTarge
                 return
             }
             guard case .processed(let count) = result else {
-                loop.buffers.release(&input)
+                buffers.release(&input)
                 return
             }
             if count == 0 {
@@ -241,7 +245,7 @@ final class UpstreamH2Connection: EventHandler, HTTP2SessionDelegate, TimerTarge
             inSession = true
             let ok = session.receive(input.writePointer, count)
             inSession = false
-            loop.buffers.release(&input)
+            buffers.release(&input)
             guard ok else {
                 broken(errno: EPROTO)
                 return
@@ -460,7 +464,7 @@ final class UpstreamH2Connection: EventHandler, HTTP2SessionDelegate, TimerTarge
         state = .closed
         dialer.close(loop)
         dialer.tls = nil
-        loop.buffers.release(&input)
+        buffers.release(&input)
         if let session {
             for stream in streams { stream?.releaseBody(to: session) }
             session.outbound.releaseAll()
@@ -774,7 +778,7 @@ final class UpstreamH2Stream: UpstreamChannel {
         headDelivered = true
         // Frame the body for the exchange as HTTP/1.1 would: by content-length, or chunked when the length is unknown.
         var text = ByteBuffer()
-        connection.loop.buffers.attach(&text, capacity: head.readableBytes + 96)
+        connection.buffers.attach(&text, capacity: head.readableBytes + 96)
         text.append("HTTP/1.1 ")
         text.append(decimal: status)
         text.append(byte: UInt8(ascii: " "))
@@ -792,11 +796,11 @@ final class UpstreamH2Stream: UpstreamChannel {
             framing = .chunked
         }
         text.append("\r\n")
-        connection.loop.buffers.release(&head)
+        connection.buffers.release(&head)
         let parser = connection.responseParser
         parser.reset()
         guard case .complete = parser.parseResponse(text.readPointer, text.readableBytes) else {
-            connection.loop.buffers.release(&text)
+            connection.buffers.release(&text)
             let failed = exchange
             exchange = nil
             stop()
@@ -806,7 +810,7 @@ final class UpstreamH2Stream: UpstreamChannel {
         if hasContentLength && status != 204 && status != 304 { framing = .length(parser.contentLength) }
         chunkedToExchange = framing == .chunked && passRawChunks
         exchange?.upstreamResponseHead(parser, framing: framing)
-        connection.loop.buffers.release(&text)
+        connection.buffers.release(&text)
         if exchange == nil && discarding {
             stop()
         }
@@ -895,9 +899,9 @@ final class UpstreamH2Stream: UpstreamChannel {
 
     private func finishIfClosed() {
         guard exchange == nil, slot >= 0, streamID == 0 || closedCode != nil else { return }
-        connection.loop.buffers.release(&pending)
-        connection.loop.buffers.release(&given)
-        connection.loop.buffers.release(&head)
+        connection.buffers.release(&pending)
+        connection.buffers.release(&given)
+        connection.buffers.release(&head)
         let finished = slot
         // Before telling the connection: it may hand this very object the next request at once.
         slot = -1
