@@ -281,13 +281,17 @@ public final class HTTPHeadParser {
             while p < end, byte(p) == UInt8(ascii: " ") || byte(p) == UInt8(ascii: "\t") { p += 1 }
             let valueStart = p
             // Eight bytes at a time while a chunk holds no control byte (< 0x20: CR, LF, tab, ...) and no DEL; the byte
-            // loop takes over at the first chunk that does and decides each byte as before.
+            // loop takes over at the first such byte and decides each byte as before.
             while p + 8 <= end {
                 let chunk = UInt64(littleEndian: base.loadUnaligned(fromByteOffset: p, as: UInt64.self))
                 let control = (chunk &- 0x2020_2020_2020_2020) & ~chunk & 0x8080_8080_8080_8080
                 let del = (chunk ^ 0x7F7F_7F7F_7F7F_7F7F)
                 let hasDel = (del &- 0x0101_0101_0101_0101) & ~del & 0x8080_8080_8080_8080
-                if control | hasDel != 0 { break }
+                if control | hasDel != 0 {
+                    // The lowest flag is exact (a borrow only flags bytes above a real match).
+                    p += (control | hasDel).trailingZeroBitCount >> 3
+                    break
+                }
                 p += 8
             }
             while p < end, HTTPBytes.isValueByte(byte(p)) { p += 1 }
