@@ -79,12 +79,8 @@ strip --strip-debug "$GW_TMP/gwbench-nodebug"
 
 # check_json FILE: fails unless the run got exactly REQUESTS responses, all 2xx.
 check_json() {
-    python3 - "$1" "$REQUESTS" <<'PY' || gw_die "gwbench did not get $REQUESTS good responses (see $1)"
-import json, sys
-# gwbench's JSON (Nighthawk's shape): results[0] is the whole run, its counters a list of {name, value}.
-counters = {c["name"]: c["value"] for c in json.load(open(sys.argv[1]))["results"][0]["counters"]}
-sys.exit(0 if counters.get("status_2xx") == int(sys.argv[2]) == counters.get("responses") else 1)
-PY
+    python3 "$GW_ROOT/scripts/bench/counts.py" all-good "$1" "$REQUESTS" ||
+        gw_die "gwbench did not get $REQUESTS good responses (see $1)"
 }
 
 GWBENCH_ARGS=(run "$URL" -c "$CONNECTIONS" -t 1 -n "$REQUESTS" --warmup 0s --body "$BODY" --quiet)
@@ -122,18 +118,11 @@ if [[ -n "$KEEP" ]]; then
     gw_log "callgrind dumps kept in $KEEP (callgrind_annotate --inclusive=yes FILE)"
 fi
 
-python3 - "$GW_TMP" "$REQUESTS" "$CONNECTIONS" "$STRACE" "$WRK" "${JSON:-}" "$COMMAND" <<'PY'
+PYTHONPATH="$GW_ROOT/scripts/bench" python3 - "$GW_TMP" "$REQUESTS" "$CONNECTIONS" "$STRACE" "$WRK" "${JSON:-}" "$COMMAND" <<'PY'
 import glob, json, re, sys
+from counts import callgrind_total as total
 tmp, requests, connections, with_strace, with_wrk, json_path, command = sys.argv[1:8]
 requests = int(requests)
-
-def total(path):
-    text = open(path, errors="replace").read()
-    for prefix in ("summary:", "totals:"):
-        m = re.search(r"^" + prefix + r"\s+(\d+)", text, re.M)
-        if m:
-            return int(m.group(1))
-    raise SystemExit(f"no summary in {path}")
 
 def role(path):
     """Names a thread by what it ran (callgrind numbers threads, it does not name them)."""

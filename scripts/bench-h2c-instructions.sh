@@ -85,12 +85,8 @@ load() {
     [[ "$1" == h2c ]] && proto=(--h2c -m 32)
     "$GW_BIN/gwbench" run "$2" -n "$3" -c 4 "${proto[@]}" --warmup 0s --quiet "${pin[@]}" --json "$4.json" >"$4" 2>&1 ||
         gw_die "gwbench run failed: $(tail -5 "$4")"
-    python3 - "$4.json" "$3" <<'PY' || gw_die "gwbench did not get $3 good responses (see $4)"
-import json, sys
-# gwbench's JSON (Nighthawk's shape): results[0] is the whole run, its counters a list of {name, value}.
-counters = {c["name"]: c["value"] for c in json.load(open(sys.argv[1]))["results"][0]["counters"]}
-sys.exit(0 if counters.get("status_2xx") == int(sys.argv[2]) == counters.get("responses") else 1)
-PY
+    python3 "$GW_ROOT/scripts/bench/counts.py" all-good "$4.json" "$3" ||
+        gw_die "gwbench did not get $3 good responses (see $4)"
 }
 
 # instructions PROTOCOL: one callgrind run; leaves the per-thread dumps in $GW_TMP/cg-PROTOCOL/.
@@ -158,8 +154,9 @@ nghttpx_instructions() {
 if ((NGHTTPX)); then nghttpx_instructions; fi
 if ((ALLOCATIONS)); then for proto in h2c http1; do allocations "$proto"; done; fi
 
-python3 - "$GW_TMP" "$REQUESTS" "$WARMUP" "$ALLOCATIONS" "${JSON:-}" "$COMMAND" "$NGHTTPX" <<'PY'
+PYTHONPATH="$GW_ROOT/scripts/bench" python3 - "$GW_TMP" "$REQUESTS" "$WARMUP" "$ALLOCATIONS" "${JSON:-}" "$COMMAND" "$NGHTTPX" <<'PY'
 import glob, json, re, sys
+from counts import callgrind_total as total
 tmp, requests, warmup, with_allocations, json_path, command, with_nghttpx = sys.argv[1:8]
 requests, warmup = int(requests), int(warmup)
 
@@ -167,14 +164,6 @@ def role(path):
     """Names a thread by the functions it ran (callgrind numbers threads, it does not name them)."""
     text = open(path, errors="replace").read()
     return "reactor" if "ClientConnection" in text else "main"
-
-def total(path):
-    text = open(path, errors="replace").read()
-    for prefix in ("summary:", "totals:"):
-        m = re.search(r"^" + prefix + r"\s+(\d+)", text, re.M)
-        if m:
-            return int(m.group(1))
-    raise SystemExit(f"no summary in {path}")
 
 loads = {"h2c": "gwbench run --h2c -c 4 -m 32", "http1": "gwbench run -c 4"}
 result = {"requests": requests, "warmup_requests": warmup, "command": command.strip(),

@@ -73,12 +73,8 @@ load() {
     [[ "$CPU_LOAD" != - ]] && pin=(--pin "$CPU_LOAD")
     "$GW_BIN/gwbench" run "$1" -n "$2" -c 4 --warmup 0s --key sk-bench --quiet "${pin[@]}" --json "$3.json" >"$3" 2>&1 ||
         gw_die "gwbench run failed: $(tail -5 "$3")"
-    python3 - "$3.json" "$2" <<'PY' || gw_die "gwbench did not get $2 good responses (see $3)"
-import json, sys
-# gwbench's JSON (Nighthawk's shape): results[0] is the whole run, its counters a list of {name, value}.
-counters = {c["name"]: c["value"] for c in json.load(open(sys.argv[1]))["results"][0]["counters"]}
-sys.exit(0 if counters.get("status_2xx") == int(sys.argv[2]) == counters.get("responses") else 1)
-PY
+    python3 "$GW_ROOT/scripts/bench/counts.py" all-good "$3.json" "$2" ||
+        gw_die "gwbench did not get $2 good responses (see $3)"
 }
 
 # settle NAME COUNT: waits until the policy gateway's audit log holds COUNT records (the writer commits in batches);
@@ -145,8 +141,9 @@ allocations() {
 for name in bare policy; do instructions "$name"; done
 if ((ALLOCATIONS)); then for name in bare policy; do allocations "$name"; done; fi
 
-python3 - "$GW_TMP" "$REQUESTS" "$WARMUP" "$ALLOCATIONS" "${JSON:-}" "$COMMAND" <<'PY'
+PYTHONPATH="$GW_ROOT/scripts/bench" python3 - "$GW_TMP" "$REQUESTS" "$WARMUP" "$ALLOCATIONS" "${JSON:-}" "$COMMAND" <<'PY'
 import glob, json, os, re, sys
+from counts import callgrind_total as total
 tmp, requests, warmup, with_allocations, json_path, command = sys.argv[1:7]
 requests, warmup = int(requests), int(warmup)
 
@@ -158,14 +155,6 @@ def role(path):
         if marker in text:
             return name
     return "main"
-
-def total(path):
-    text = open(path, errors="replace").read()
-    for prefix in ("summary:", "totals:"):
-        m = re.search(r"^" + prefix + r"\s+(\d+)", text, re.M)
-        if m:
-            return int(m.group(1))
-    raise SystemExit(f"no summary in {path}")
 
 result = {"requests": requests, "warmup_requests": warmup, "connections": 4, "command": command.strip(),
           "arrangement": "gateway on CPU 0; gwmock and gwbench on CPU 1", "gateways": {}}
