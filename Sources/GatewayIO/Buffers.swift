@@ -6,32 +6,42 @@ import Glibc
 /// it back when it has none left to keep, so idle keep-alive connections hold no buffer at all.
 public final class BufferPool {
     public let chunkSize: Int
-    private var free: [UnsafeMutableRawPointer]
+    /// A fixed stack of free chunks, not an Array: an Array's popLast and append checked uniqueness on every call.
+    private let free: UnsafeMutablePointer<UnsafeMutableRawPointer>
+    private var freeCount = 0
     private let maxFree: Int
     public private(set) var outstanding = 0
 
     public init(chunkSize: Int, maxFree: Int = 4096) {
         self.chunkSize = chunkSize
         self.maxFree = maxFree
-        self.free = []
-        self.free.reserveCapacity(maxFree)
+        free = .allocate(capacity: maxFree)
     }
 
     deinit {
-        for chunk in free { chunk.deallocate() }
+        for i in 0..<freeCount { free[i].deallocate() }
+        free.deallocate()
     }
 
     @inline(__always)
     public func acquire() -> UnsafeMutableRawPointer {
         outstanding += 1
-        if let chunk = free.popLast() { return chunk }
+        if freeCount > 0 {
+            freeCount -= 1
+            return free[freeCount]
+        }
         return UnsafeMutableRawPointer.allocate(byteCount: chunkSize, alignment: 16)
     }
 
     @inline(__always)
     public func release(_ chunk: UnsafeMutableRawPointer) {
         outstanding -= 1
-        if free.count < maxFree { free.append(chunk) } else { chunk.deallocate() }
+        if freeCount < maxFree {
+            free[freeCount] = chunk
+            freeCount += 1
+        } else {
+            chunk.deallocate()
+        }
     }
 }
 

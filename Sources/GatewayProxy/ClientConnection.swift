@@ -60,11 +60,13 @@ final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
     enum State { case idle, readingHead, readingBody, proxying, closed }
     enum BodyMode { case none, inInput, heapLength, heapChunked }
 
-    private unowned(unsafe) let context: LoopContext
+    /// Strong: an unowned(unsafe) reference is retained and released around each use, a `let` is not. The context
+    /// does not hold its connections, so there is no cycle.
+    private let context: LoopContext
     private let loop: EventLoop
-    /// The loop's buffer pools, held without reference counting (a `loop.buffers` call retained and released them
-    /// around every call). Safe: this object holds `loop`, which owns them.
-    private unowned(unsafe) let buffers: Buffers
+    /// The loop's buffer pools, held by a strong `let` of its own: a call through `loop.buffers` (or an unowned
+    /// reference) retained and released them around every use; a `let` of this object needs neither.
+    private let buffers: Buffers
     private let fd: Int32
     private let peer: SocketAddress
     /// Set on a tls:// listener; the handshake runs before the first request is read.

@@ -27,11 +27,12 @@ final class H2ClientConnection: EventHandler, HTTP2SessionDelegate, TimerTarget 
     /// A response body buffered past this stops its exchange until nghttp2 has sent some of it.
     static let bodyHighWater = 64 * 1024
 
-    private unowned(unsafe) let context: LoopContext
+    /// Strong, as in ClientConnection: no reference counting on use, and no cycle.
+    private let context: LoopContext
     let loop: EventLoop
-    /// The loop's buffer pools, held without reference counting (a `loop.buffers` call retained and released them
-    /// around every call). Safe: this object holds `loop`, which owns them.
-    private unowned(unsafe) let buffers: Buffers
+    /// The loop's buffer pools, held by a strong `let` of its own: a call through `loop.buffers` (or an unowned
+    /// reference) retained and released them around every use; a `let` of this object needs neither.
+    private let buffers: Buffers
     private let fd: Int32
     private let registration: Registration
     private let tls: TLSStream?
@@ -383,9 +384,9 @@ final class H2ClientConnection: EventHandler, HTTP2SessionDelegate, TimerTarget 
 final class H2Stream: ClientStreamTransport {
     /// The connection owns its streams, and closes their exchanges before it goes.
     private unowned(unsafe) let connection: H2ClientConnection
-    private unowned(unsafe) let context: LoopContext
-    /// The loop's buffer pools, without reference counting: the connection holds the loop, which owns them.
-    private unowned(unsafe) let buffers: Buffers
+    private let context: LoopContext
+    /// The loop's buffer pools (a strong `let`: no reference counting on use, see H2ClientConnection.buffers).
+    private let buffers: Buffers
     private(set) var id: Int32 = 0
     private(set) var slot = 0
     private(set) var exchange: ClientConnection?

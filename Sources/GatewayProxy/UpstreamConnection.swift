@@ -133,9 +133,9 @@ final class UpstreamConnection: EventHandler, UpstreamChannel {
     // Strong: after a reload, connections in flight keep their old pool alive until they close.
     let pool: UpstreamPool
     let loop: EventLoop
-    /// The loop's buffer pools, held without reference counting (a `loop.buffers` call retained and released them
-    /// around every call). Safe: this object holds `loop`, which owns them.
-    private unowned(unsafe) let buffers: Buffers
+    /// The loop's buffer pools, held by a strong `let` of its own: a call through `loop.buffers` (or an unowned
+    /// reference) retained and released them around every use; a `let` of this object needs neither.
+    private let buffers: Buffers
     private(set) var state = State.connecting
     private var dialer = UpstreamDialer()
     private var fd: Int32 { dialer.fd }

@@ -37,9 +37,9 @@ final class UpstreamH2Connection: EventHandler, HTTP2SessionDelegate, TimerTarge
     // Strong: after a reload, a connection with streams in flight keeps its old pool alive until it closes.
     let pool: UpstreamPool
     let loop: EventLoop
-    /// The loop's buffer pools, held without reference counting (a `loop.buffers` call retained and released them
-    /// around every call). Safe: this object holds `loop`, which owns them.
-    unowned(unsafe) let buffers: Buffers
+    /// The loop's buffer pools, held by a strong `let` of its own: a call through `loop.buffers` (or an unowned
+    /// reference) retained and released them around every use; a `let` of this object needs neither.
+    let buffers: Buffers
     private(set) var state = State.connecting
     private var dialer = UpstreamDialer()
     private var fd: Int32 { dialer.fd }
