@@ -338,7 +338,7 @@ final class BenchWorker: @unchecked Sendable, PreciseTimerTarget {
             }
         }
         guard let next = current.nextIntendedTime else { return }
-        if next &- loop.now <= BenchWorker.pollWindowNs || next <= loop.now {
+        if next <= loop.now + BenchWorker.pollWindowNs {
             guard next != pacing else { return }
             pacing = next
             loop.schedule(at: next, target: timers, token: Token.pace)

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import GatewayHTTP
 
 /// The head of an HTTP/1.x response as the load generator needs it: the status, the body's framing, whether the
 /// connection stays open, and gwmock's `x-mock-received-ns`. Parsed in place, line by line, and resumed where it
@@ -9,9 +10,10 @@ import Glibc
 /// It reads only the fields that decide framing and reuse (Content-Length, Transfer-Encoding, Connection) and the
 /// mock's stamp, and checks what would make the load generator misread the stream: the status line, CRLF line
 /// ends, a colon in every field with no space before it, obs-fold, a bad or contradicting Content-Length, a
-/// transfer coding other than chunked (or repeated), both Content-Length and Transfer-Encoding, a head over 64 KiB. It does not vet every byte of every field as the gateway's
-/// `HTTPHeadParser` does (that guards a proxy against smuggling): here it would cost a third of the load
-/// generator's instructions per request (results/2026-12-01-gwbench-instructions.md).
+/// transfer coding other than chunked (or repeated), both Content-Length and Transfer-Encoding, a head over 64 KiB.
+/// It does not vet every byte of every field as the gateway's `HTTPHeadParser` does (that guards a proxy against
+/// smuggling): with it, the load thread took 4,186 instructions per request, with this 2,723
+/// (results/2026-12-02-gwbench-instructions.json).
 struct ResponseHead {
     enum Outcome: Equatable { case incomplete, complete, failed }
 
@@ -98,7 +100,7 @@ struct ResponseHead {
         while valueEnd > valueStart, ResponseHead.isSpace(line.load(fromByteOffset: valueEnd - 1, as: UInt8.self)) { valueEnd -= 1 }
         let value = UnsafeRawBufferPointer(start: line + valueStart, count: valueEnd - valueStart)
         switch (nameLength, first | 0x20) {
-        case (14, UInt8(ascii: "c")) where ResponseHead.equalsLowercase(line, nameLength, "content-length"):
+        case (14, UInt8(ascii: "c")) where HTTPBytes.equalsLowercase(line, nameLength, "content-length"):
             guard value.count > 0, value.count <= 15 else { return false }
             var parsed: Int64 = 0
             for byte in value {
@@ -108,12 +110,12 @@ struct ResponseHead {
             }
             guard contentLength < 0 || contentLength == parsed else { return false }
             contentLength = parsed
-        case (17, UInt8(ascii: "t")) where ResponseHead.equalsLowercase(line, nameLength, "transfer-encoding"):
-            guard !chunked, ResponseHead.equalsLowercase(value.baseAddress!, value.count, "chunked") else { return false }
+        case (17, UInt8(ascii: "t")) where HTTPBytes.equalsLowercase(line, nameLength, "transfer-encoding"):
+            guard !chunked, HTTPBytes.equalsLowercase(value.baseAddress!, value.count, "chunked") else { return false }
             chunked = true
-        case (10, UInt8(ascii: "c")) where ResponseHead.equalsLowercase(line, nameLength, "connection"):
+        case (10, UInt8(ascii: "c")) where HTTPBytes.equalsLowercase(line, nameLength, "connection"):
             connectionTokens(value)
-        case (18, UInt8(ascii: "x")) where ResponseHead.equalsLowercase(line, nameLength, "x-mock-received-ns"):
+        case (18, UInt8(ascii: "x")) where HTTPBytes.equalsLowercase(line, nameLength, "x-mock-received-ns"):
             mockReceivedNs = BenchConnection.parseDecimal(value)
         default:
             break
@@ -128,9 +130,9 @@ struct ResponseHead {
             let tokenStart = p
             while p < value.count, value[p] != UInt8(ascii: ","), !ResponseHead.isSpace(value[p]) { p += 1 }
             guard p > tokenStart, let base = value.baseAddress else { continue }
-            if ResponseHead.equalsLowercase(base + tokenStart, p - tokenStart, "close") {
+            if HTTPBytes.equalsLowercase(base + tokenStart, p - tokenStart, "close") {
                 connectionClose = true
-            } else if ResponseHead.equalsLowercase(base + tokenStart, p - tokenStart, "keep-alive") {
+            } else if HTTPBytes.equalsLowercase(base + tokenStart, p - tokenStart, "keep-alive") {
                 connectionKeepAlive = true
             }
         }
@@ -138,13 +140,4 @@ struct ResponseHead {
 
     @inline(__always)
     private static func isSpace(_ byte: UInt8) -> Bool { byte == UInt8(ascii: " ") || byte == UInt8(ascii: "\t") }
-
-    /// Bytes equal to a lowercase ASCII name, ignoring case (valid for names and tokens, not arbitrary bytes).
-    @inline(__always)
-    private static func equalsLowercase(_ pointer: UnsafeRawPointer, _ count: Int, _ name: StaticString) -> Bool {
-        guard count == name.utf8CodeUnitCount else { return false }
-        let target = name.utf8Start
-        for i in 0..<count where pointer.load(fromByteOffset: i, as: UInt8.self) | 0x20 != target[i] { return false }
-        return true
-    }
 }
