@@ -157,8 +157,9 @@ public enum HTTPBytes {
         byte >= 0x21 && byte <= 0x7E
     }
 
-    /// Compares bytes to a lowercase ASCII name, ignoring case. Only valid for token bytes.
-    @inline(__always)
+    /// Compares bytes to a lowercase ASCII name, ignoring case. Only valid for token bytes. Inlinable: other
+    /// modules (gwbench's response parser) call it per header field.
+    @inlinable @inline(__always)
     public static func equalsLowercase(_ pointer: UnsafeRawPointer, _ count: Int, _ name: StaticString) -> Bool {
         guard count == name.utf8CodeUnitCount else { return false }
         let target = name.utf8Start
