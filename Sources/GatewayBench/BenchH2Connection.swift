@@ -548,17 +548,17 @@ final class BenchH2Connection: BenchClient, EventHandler, TimerTarget, HTTP2Sess
         unsent.append((offset, index, stream))
     }
 
-    func http2Header(_ stream: Int32, tag: Int, name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer) {
-        guard let index = slot(stream, tag), let base = name.baseAddress else { return }
-        if name.count == 7 && memcmp(base, ":status", 7) == 0 {
-            slots[index].status = Int(BenchConnection.parseDecimal(value))
-        } else if name.count == 18 && memcmp(base, "x-mock-received-ns", 18) == 0 {
-            slots[index].mockReceived = BenchConnection.parseDecimal(value)
-        }
-    }
-
-    func http2HeadersComplete(_ stream: Int32, tag: Int, endStream: Bool, oversized: Bool) {
+    func http2HeadersComplete(_ stream: Int32, tag: Int, fields: HTTP2HeaderList, endStream: Bool, oversized: Bool) {
         guard let index = slot(stream, tag) else { return }
+        for field in 0..<fields.count {
+            let name = fields.name(field)
+            guard let base = name.baseAddress else { continue }
+            if name.count == 7 && memcmp(base, ":status", 7) == 0 {
+                slots[index].status = Int(BenchConnection.parseDecimal(fields.value(field)))
+            } else if name.count == 18 && memcmp(base, "x-mock-received-ns", 18) == 0 {
+                slots[index].mockReceived = BenchConnection.parseDecimal(fields.value(field))
+            }
+        }
         if !slots[index].headDone && slots[index].status >= 200 {
             slots[index].headDone = true
             if slots[index].measured {

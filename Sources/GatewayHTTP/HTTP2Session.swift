@@ -12,11 +12,9 @@ import GatewayIO
 public protocol HTTP2SessionDelegate: AnyObject {
     /// Server: the peer opened a stream. - Returns: its tag (> 0), or 0 to refuse it with RST_STREAM.
     func http2StreamOpened(_ stream: Int32) -> Int
-    /// One header field of a header block, pseudo-headers first. The bytes are valid only during the call.
-    func http2Header(_ stream: Int32, tag: Int, name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer)
-    /// The header block is complete. `oversized`: it passed the header list limit, and the fields past the limit
-    /// were not delivered.
-    func http2HeadersComplete(_ stream: Int32, tag: Int, endStream: Bool, oversized: Bool)
+    /// A header block is complete: its fields, pseudo-headers first, valid only during the call. `oversized`: it
+    /// passed the header list limit, and the fields past the limit are not in `fields`.
+    func http2HeadersComplete(_ stream: Int32, tag: Int, fields: HTTP2HeaderList, endStream: Bool, oversized: Bool)
     /// Body bytes, valid only during the call. Call `HTTP2Session.consume` once they are taken, here or later:
     /// the peer's window reopens only then.
     func http2Data(_ stream: Int32, tag: Int, _ bytes: UnsafeRawBufferPointer)
@@ -84,10 +82,11 @@ public final class HTTP2Session {
     /// The connection that owns this session, and so outlives it.
     private unowned(unsafe) let delegate: any HTTP2SessionDelegate
     private var session: OpaquePointer?
-    /// The header block being decoded (one at a time per connection): its stream's tag and its size so far.
-    private var blockTag = 0
+    /// The header block being decoded (one at a time per connection): its size so far.
     private var blockBytes = 0
     private var blockOversized = false
+    /// The fields of the block being decoded.
+    private let blockFields = HTTP2HeaderList()
     /// HEADERS frames that nghttp2 reported sent during the current `nghttp2_session_mem_send`.
     private var queuedHeaders: [(stream: Int32, tag: Int)] = []
     /// nghttp2 failed fatally (out of memory, a callback failure, a bad client preface): close the connection.
@@ -318,13 +317,11 @@ public final class HTTP2Session {
         let stream = frame.pointee.hd.stream_id
         blockBytes = 0
         blockOversized = false
+        blockFields.removeAll()
         if role == .server && frame.pointee.headers.cat == NGHTTP2_HCAT_REQUEST {
             let tag = delegate.http2StreamOpened(stream)
             guard tag > 0 else { return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE.rawValue }
             setTag(stream, tag)
-            blockTag = tag
-        } else {
-            blockTag = self.tag(stream)
         }
         return 0
     }
@@ -336,7 +333,7 @@ public final class HTTP2Session {
             blockOversized = true
             return
         }
-        delegate.http2Header(frame.pointee.hd.stream_id, tag: blockTag, name: name, value: value)
+        blockFields.append(name: name, value: value)
     }
 
     fileprivate func frameReceived(_ frame: UnsafePointer<nghttp2_frame>) {
@@ -344,7 +341,8 @@ public final class HTTP2Session {
         let endStream = header.flags & UInt8(NGHTTP2_FLAG_END_STREAM.rawValue) != 0
         switch UInt32(header.type) {
         case NGHTTP2_HEADERS.rawValue:
-            delegate.http2HeadersComplete(header.stream_id, tag: tag(header.stream_id), endStream: endStream, oversized: blockOversized)
+            delegate.http2HeadersComplete(header.stream_id, tag: tag(header.stream_id), fields: blockFields, endStream: endStream,
+                                          oversized: blockOversized)
         case NGHTTP2_DATA.rawValue:
             if endStream { delegate.http2DataComplete(header.stream_id, tag: tag(header.stream_id)) }
         case NGHTTP2_GOAWAY.rawValue:

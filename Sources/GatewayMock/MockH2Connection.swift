@@ -377,8 +377,8 @@ final class MockH2Connection: HTTP2SessionDelegate, TimerTarget, MockStatsWaiter
         return streams[tag - 1]
     }
 
-    func http2Header(_ id: Int32, tag: Int, name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer) {
-        guard let stream = stream(id, tag), stream.phase == .head, let nameBase = name.baseAddress, name.count > 0 else { return }
+    private func header(_ stream: MockH2Stream, name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer) {
+        guard let nameBase = name.baseAddress, name.count > 0 else { return }
         if nameBase.load(as: UInt8.self) == UInt8(ascii: ":") {
             // Pseudo-headers come first (nghttp2 enforces it).
             if HTTPBytes.equalsLowercase(nameBase, name.count, ":method") {
@@ -398,9 +398,10 @@ final class MockH2Connection: HTTP2SessionDelegate, TimerTarget, MockStatsWaiter
         stream.plan.readHeader(name: nameBase, nameCount: name.count, value: value)
     }
 
-    func http2HeadersComplete(_ id: Int32, tag: Int, endStream: Bool, oversized: Bool) {
+    func http2HeadersComplete(_ id: Int32, tag: Int, fields: HTTP2HeaderList, endStream: Bool, oversized: Bool) {
         guard let stream = stream(id, tag) else { return }
         if stream.phase == .head {
+            for index in 0..<fields.count { header(stream, name: fields.name(index), value: fields.value(index)) }
             plan(stream)
             stream.oversized = oversized
             stream.phase = .body

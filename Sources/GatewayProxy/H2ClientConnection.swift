@@ -58,11 +58,6 @@ final class H2ClientConnection: EventHandler, HTTP2SessionDelegate, TimerTarget 
     let indexPolicy = HPACKIndexPolicy()
     /// One response head parser for every stream: a head is parsed and converted in one go.
     let responseParser = HTTPHeadParser()
-    /// The pseudo-header values of the header block being decoded: blocks never interleave on a connection, so one
-    /// set serves every stream, without allocating per request.
-    var pseudoMethod: [UInt8] = []
-    var pseudoPath: [UInt8] = []
-    var pseudoAuthority: [UInt8] = []
     private var wantsWrite = false
     private var closed = false
     private var draining = false
@@ -303,9 +298,6 @@ final class H2ClientConnection: EventHandler, HTTP2SessionDelegate, TimerTarget 
         let stream = spareStreams.popLast() ?? H2Stream(connection: self, context: context)
         stream.open(id: id, slot: slot)
         streams[slot] = stream
-        pseudoMethod.removeAll(keepingCapacity: true)
-        pseudoPath.removeAll(keepingCapacity: true)
-        pseudoAuthority.removeAll(keepingCapacity: true)
         activeStreams += 1
         return slot + 1
     }
@@ -315,18 +307,14 @@ final class H2ClientConnection: EventHandler, HTTP2SessionDelegate, TimerTarget 
         return streams[tag - 1]
     }
 
-    func http2Header(_ id: Int32, tag: Int, name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer) {
-        stream(tag)?.header(name: name, value: value)
-    }
-
-    func http2HeadersComplete(_ id: Int32, tag: Int, endStream: Bool, oversized: Bool) {
+    func http2HeadersComplete(_ id: Int32, tag: Int, fields: HTTP2HeaderList, endStream: Bool, oversized: Bool) {
         guard let stream = stream(tag) else { return }
         if oversized {
             stream.refuse(status: 431, "the request headers are larger than the limit")
             return
         }
         if stream.exchange == nil && !stream.headComplete {
-            stream.headComplete(endStream: endStream)
+            stream.headComplete(fields, endStream: endStream)
             started.append(tag - 1)
         } else if endStream {
             // Trailers: their fields are dropped, their END_STREAM ends the body.
@@ -395,9 +383,6 @@ final class H2Stream: ClientStreamTransport {
 
     // The request: the synthesized head, then the body as it arrives.
     private var request = ByteBuffer()
-    private var hasHost = false
-    private var hasContentLength = false
-    private var sawRegularField = false
     private(set) var headComplete = false
     /// No content-length from the client: the body is re-framed as chunked.
     private var chunked = false
@@ -434,9 +419,6 @@ final class H2Stream: ClientStreamTransport {
         precondition(exchange == nil && !request.isAllocated && !head.isAllocated)
         self.id = id
         self.slot = slot
-        hasHost = false
-        hasContentLength = false
-        sawRegularField = false
         headComplete = false
         chunked = false
         requestDone = false
@@ -468,60 +450,55 @@ final class H2Stream: ClientStreamTransport {
         name.count == text.utf8CodeUnitCount && memcmp(name.baseAddress!, text.utf8Start, name.count) == 0
     }
 
-    func header(name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer) {
-        if name.first == UInt8(ascii: ":") {
-            if H2Stream.isName(name, ":method") { connection.pseudoMethod.append(contentsOf: value) }
-            else if H2Stream.isName(name, ":path") { connection.pseudoPath.append(contentsOf: value) }
-            else if H2Stream.isName(name, ":authority") { connection.pseudoAuthority.append(contentsOf: value) }
-            return
+    /// The request head arrived: it becomes an HTTP/1.1 head, written in one pass into one reservation.
+    func headComplete(_ fields: HTTP2HeaderList, endStream: Bool) {
+        let empty = UnsafeRawBufferPointer(start: nil, count: 0)
+        let method = fields.pseudo(":method") ?? empty
+        let path = fields.pseudo(":path") ?? empty
+        let authority = fields.pseudo(":authority") ?? empty
+        // Room for everything that can be written: the request line, each field, host, the framing line and the end.
+        var size = method.count + path.count + 12 + authority.count + 8 + 32 + 2
+        for index in fields.pseudoCount..<fields.count { size += fields.name(index).count + fields.value(index).count + 4 }
+        reserveRequest(size)
+        append(method)
+        request.append(" ")
+        append(path)
+        request.append(" HTTP/1.1\r\n")
+        var hasHost = false
+        var hasContentLength = false
+        for index in fields.pseudoCount..<fields.count {
+            let name = fields.name(index)
+            // te (only "trailers" is allowed in HTTP/2) is hop-by-hop: not forwarded.
+            if H2Stream.isName(name, "te") { continue }
+            if H2Stream.isName(name, "host") { hasHost = true }
+            if H2Stream.isName(name, "content-length") { hasContentLength = true }
+            append(name)
+            request.append(": ")
+            append(fields.value(index))
+            request.append("\r\n")
         }
-        // Trailers (a second header block) are not forwarded.
-        if headComplete { return }
-        if !sawRegularField {
-            sawRegularField = true
-            writeRequestLine()
-        }
-        // te (only "trailers" is allowed in HTTP/2) is hop-by-hop: not forwarded.
-        if H2Stream.isName(name, "te") { return }
-        if H2Stream.isName(name, "host") { hasHost = true }
-        if H2Stream.isName(name, "content-length") { hasContentLength = true }
-        // "name: value\r\n", in one reservation.
-        reserveRequest(name.count + value.count + 4)
-        request.append(name.baseAddress!, name.count)
-        request.append(": ")
-        if value.count > 0 { request.append(value.baseAddress!, value.count) }
-        request.append("\r\n")
-    }
-
-    func headComplete(endStream: Bool) {
-        if !sawRegularField { writeRequestLine() }
-        if !hasHost && !connection.pseudoAuthority.isEmpty {
-            appendRequest("host: ")
-            connection.pseudoAuthority.withUnsafeBytes { appendRequest($0) }
-            appendRequest("\r\n")
+        if !hasHost && authority.count > 0 {
+            request.append("host: ")
+            append(authority)
+            request.append("\r\n")
         }
         if endStream {
             requestDone = true
-            let method = connection.pseudoMethod
-            let bodiless = method.count == 3 && method[0] == 0x47 && method[1] == 0x45 && method[2] == 0x54  // GET
-                || method.count == 4 && method[0] == 0x48 && method[1] == 0x45 && method[2] == 0x41 && method[3] == 0x44  // HEAD
-            if !hasContentLength && !bodiless {
-                appendRequest("content-length: 0\r\n")
-            }
+            let bodiless = H2Stream.isName(method, "GET") || H2Stream.isName(method, "HEAD")
+            if !hasContentLength && !bodiless { request.append("content-length: 0\r\n") }
         } else if !hasContentLength {
             chunked = true
-            appendRequest("transfer-encoding: chunked\r\n")
+            request.append("transfer-encoding: chunked\r\n")
         }
-        appendRequest("\r\n")
+        request.append("\r\n")
         headComplete = true
         bodyStart = requestRead + request.readableBytes
     }
 
-    private func writeRequestLine() {
-        connection.pseudoMethod.withUnsafeBytes { appendRequest($0) }
-        appendRequest(" ")
-        connection.pseudoPath.withUnsafeBytes { appendRequest($0) }
-        appendRequest(" HTTP/1.1\r\n")
+    /// Appends bytes that `reserveRequest` made room for.
+    @inline(__always)
+    private func append(_ bytes: UnsafeRawBufferPointer) {
+        if bytes.count > 0 { request.append(bytes.baseAddress!, bytes.count) }
     }
 
     func data(_ bytes: UnsafeRawBufferPointer) {

@@ -383,12 +383,9 @@ final class UpstreamH2Connection: EventHandler, HTTP2SessionDelegate, TimerTarge
         return streams[tag - 1]
     }
 
-    func http2Header(_ id: Int32, tag: Int, name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer) {
-        stream(tag)?.header(name: name, value: value)
-    }
-
-    func http2HeadersComplete(_ id: Int32, tag: Int, endStream: Bool, oversized: Bool) {
+    func http2HeadersComplete(_ id: Int32, tag: Int, fields: HTTP2HeaderList, endStream: Bool, oversized: Bool) {
         guard let stream = stream(tag) else { return }
+        for index in 0..<fields.count { stream.header(name: fields.name(index), value: fields.value(index)) }
         stream.headersComplete(endStream: endStream, oversized: oversized)
         touched.append(tag - 1)
     }

@@ -53,11 +53,11 @@ final class H2Peer: HTTP2SessionDelegate {
         return tag
     }
 
-    func http2Header(_ stream: Int32, tag: Int, name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer) {
-        streams[tag]?.headers.append((String(decoding: name, as: UTF8.self), String(decoding: value, as: UTF8.self)))
-    }
-
-    func http2HeadersComplete(_ stream: Int32, tag: Int, endStream: Bool, oversized: Bool) {
+    func http2HeadersComplete(_ stream: Int32, tag: Int, fields: HTTP2HeaderList, endStream: Bool, oversized: Bool) {
+        for index in 0..<fields.count {
+            streams[tag]?.headers.append((String(decoding: fields.name(index), as: UTF8.self),
+                                          String(decoding: fields.value(index), as: UTF8.self)))
+        }
         streams[tag]?.headersDone = true
         streams[tag]?.oversized = oversized
         if endStream { ended(tag) }
