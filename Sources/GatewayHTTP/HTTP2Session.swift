@@ -87,6 +87,8 @@ public final class HTTP2Session {
     private var blockOversized = false
     /// The fields of the block being decoded.
     private let blockFields = HTTP2HeaderList()
+    /// nghttp2's allocations: free lists, freed after the session (a stored property outlives `deinit`'s body).
+    private let memory = HTTP2Memory()
     /// HEADERS frames that nghttp2 reported sent during the current `nghttp2_session_mem_send`.
     private var queuedHeaders: [(stream: Int32, tag: Int)] = []
     /// nghttp2 failed fatally (out of memory, a callback failure, a bad client preface): close the connection.
@@ -105,9 +107,11 @@ public final class HTTP2Session {
         nghttp2_option_set_stream_reset_rate_limit(option, settings.resetBurst, settings.resetRate)
         let userData = Unmanaged.passUnretained(self).toOpaque()
         var created: OpaquePointer?
+        // nghttp2 copies the table; its user data, `memory`, lives as long as this session.
+        var table = memory.table
         let result = role == .server
-            ? nghttp2_session_server_new2(&created, HTTP2Callbacks.shared, userData, option)
-            : nghttp2_session_client_new2(&created, HTTP2Callbacks.shared, userData, option)
+            ? nghttp2_session_server_new3(&created, HTTP2Callbacks.shared, userData, option, &table)
+            : nghttp2_session_client_new3(&created, HTTP2Callbacks.shared, userData, option, &table)
         nghttp2_option_del(option)
         precondition(result == 0 && created != nil, "nghttp2_session_new failed: \(result)")
         session = created
