@@ -28,6 +28,9 @@ public final class HTTP2HeaderList {
     public private(set) var count = 0
     /// The number of pseudo-headers, the first fields.
     public private(set) var pseudoCount = 0
+    private var methodIndex = -1
+    private var pathIndex = -1
+    private var authorityIndex = -1
 
     public init() {
         bytes = .allocate(byteCount: byteCapacity, alignment: 8)
@@ -51,23 +54,19 @@ public final class HTTP2HeaderList {
         return UnsafeRawBufferPointer(start: bytes + Int(entry.valueStart), count: Int(entry.valueCount))
     }
 
-    /// The value of the pseudo-header `name` (":path", say), or nil when the block has none.
-    public func pseudo(_ name: StaticString) -> UnsafeRawBufferPointer? {
-        for index in 0..<pseudoCount {
-            let entry = entries[index]
-            if Int(entry.nameCount) == name.utf8CodeUnitCount
-                && memcmp(bytes + Int(entry.nameStart), name.utf8Start, Int(entry.nameCount)) == 0 {
-                return value(index)
-            }
-        }
-        return nil
-    }
+    /// The request pseudo-headers the gateway reads, found while the block was copied in (nil: absent).
+    public var method: UnsafeRawBufferPointer? { methodIndex < 0 ? nil : value(methodIndex) }
+    public var path: UnsafeRawBufferPointer? { pathIndex < 0 ? nil : value(pathIndex) }
+    public var authority: UnsafeRawBufferPointer? { authorityIndex < 0 ? nil : value(authorityIndex) }
 
     /// Empties the list for the next block, keeping its memory.
     func removeAll() {
         count = 0
         pseudoCount = 0
         used = 0
+        methodIndex = -1
+        pathIndex = -1
+        authorityIndex = -1
     }
 
     /// Copies a field in. The session bounds a block by SETTINGS_MAX_HEADER_LIST_SIZE, and so the memory.
@@ -95,9 +94,19 @@ public final class HTTP2HeaderList {
         let valueStart = used
         if value.count > 0 { (bytes + used).copyMemory(from: value.baseAddress!, byteCount: value.count) }
         used += value.count
-        entries[count] = Entry(nameStart: Int32(nameStart), nameCount: Int32(name.count),
-                               valueStart: Int32(valueStart), valueCount: Int32(value.count))
+        // The session bounds a block's bytes far below Int32.max.
+        entries[count] = Entry(nameStart: Int32(truncatingIfNeeded: nameStart), nameCount: Int32(truncatingIfNeeded: name.count),
+                               valueStart: Int32(truncatingIfNeeded: valueStart), valueCount: Int32(truncatingIfNeeded: value.count))
+        if pseudoCount == count && name.count > 1 && bytes.load(fromByteOffset: nameStart, as: UInt8.self) == UInt8(ascii: ":") {
+            pseudoCount += 1
+            // ":method", ":path", ":authority": told apart by length and one letter (nghttp2 has checked the names).
+            switch name.count {
+            case 7 where bytes.load(fromByteOffset: nameStart + 1, as: UInt8.self) == UInt8(ascii: "m"): methodIndex = count
+            case 5 where bytes.load(fromByteOffset: nameStart + 1, as: UInt8.self) == UInt8(ascii: "p"): pathIndex = count
+            case 10 where bytes.load(fromByteOffset: nameStart + 1, as: UInt8.self) == UInt8(ascii: "a"): authorityIndex = count
+            default: break
+            }
+        }
         count += 1
-        if name.first == UInt8(ascii: ":") && pseudoCount == count - 1 { pseudoCount = count }
     }
 }

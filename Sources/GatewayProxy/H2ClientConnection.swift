@@ -453,9 +453,9 @@ final class H2Stream: ClientStreamTransport {
     /// The request head arrived: it becomes an HTTP/1.1 head, written in one pass into one reservation.
     func headComplete(_ fields: HTTP2HeaderList, endStream: Bool) {
         let empty = UnsafeRawBufferPointer(start: nil, count: 0)
-        let method = fields.pseudo(":method") ?? empty
-        let path = fields.pseudo(":path") ?? empty
-        let authority = fields.pseudo(":authority") ?? empty
+        let method = fields.method ?? empty
+        let path = fields.path ?? empty
+        let authority = fields.authority ?? empty
         // Room for everything that can be written: the request line, each field, host, the framing line and the end.
         var size = method.count + path.count + 12 + authority.count + 8 + 32 + 2
         for index in fields.pseudoCount..<fields.count { size += fields.name(index).count + fields.value(index).count + 4 }
