@@ -154,6 +154,46 @@ public final class HTTPHeadParser {
         return .complete
     }
 
+    /// Takes a request head that the gateway rendered itself, from an HTTP/2 stream's fields, without parsing its
+    /// text again: `fields` are its name and value ranges (offsets from `start`), in order. The bytes were checked
+    /// when they arrived: nghttp2 refuses a field name that is not a lowercase token and a value with a byte our
+    /// parser refuses (NUL, CR, LF, other controls but tab, DEL) or with surrounding whitespace, and it refuses the
+    /// connection-specific fields. What is left is checked here as `parseRequest` checks it: the method and target
+    /// bytes, and every rule about Content-Length, Transfer-Encoding, Host and the field count.
+    public func adoptRequest(_ start: UnsafeRawPointer, headLength length: Int, method methodRange: ByteRange, target targetRange: ByteRange,
+                             fields adopted: UnsafeBufferPointer<HeaderField>) -> Outcome {
+        if length > HTTPHeadParser.maxHeadBytes {
+            return .failed(HTTPParseError(status: 431, code: .headersTooLarge, message: "the request's header section exceeds 64 KiB"))
+        }
+        scannedUpTo = 0
+        resetMessage(start)
+        let methodStart = Int(methodRange.start), methodEnd = methodStart + Int(methodRange.count)
+        guard methodRange.count > 0, (methodStart..<methodEnd).allSatisfy({ HTTPBytes.isToken(byte($0)) }) else {
+            return .failed(.bad("malformed request line: bad method"))
+        }
+        let targetStart = Int(targetRange.start), targetEnd = targetStart + Int(targetRange.count)
+        guard targetRange.count > 0, (targetStart..<targetEnd).allSatisfy({ HTTPBytes.isTargetByte(byte($0)) }) else {
+            return .failed(.bad("malformed request line: bad request target"))
+        }
+        self.methodRange = methodRange
+        method = HTTPHeadParser.classifyMethod(base + methodStart, methodEnd - methodStart)
+        target = targetRange
+        minorVersion = 1
+        guard adopted.count <= HTTPHeadParser.maxFields else {
+            return .failed(HTTPParseError(status: 431, code: .headersTooLarge, message: "too many header fields"))
+        }
+        var sawTransferEncoding = false
+        for field in adopted {
+            let kind = HTTPBytes.classify(base + Int(field.name.start), Int(field.name.count))
+            fields[fieldCount] = HeaderField(name: field.name, value: field.value, kind: kind, nominatedByConnection: false)
+            fieldCount += 1
+            if let error = noteField(kind, field.value, isRequest: true, sawTransferEncoding: &sawTransferEncoding) { return .failed(error) }
+        }
+        if let error = finishFields(isRequest: true) { return .failed(error) }
+        headLength = length
+        return .complete
+    }
+
     private func resetMessage(_ start: UnsafeRawPointer) {
         base = start
         fieldCount = 0
@@ -312,31 +352,43 @@ public final class HTTPHeadParser {
                 name: ByteRange(start: Int32(nameStart), count: Int32(nameCount)), value: value, kind: kind,
                 nominatedByConnection: false)
             fieldCount += 1
-            switch kind {
-            case .contentLength:
-                guard let length = parseContentLength(value) else { return .bad("invalid Content-Length") }
-                if contentLength >= 0, contentLength != length { return .bad("differing Content-Length headers") }
-                contentLength = length
-            case .transferEncoding:
-                if sawTransferEncoding { return .bad("repeated Transfer-Encoding header") }
-                sawTransferEncoding = true
-                guard HTTPBytes.equalsLowercase(base + Int(value.start), Int(value.count), "chunked") else {
-                    return isRequest ? HTTPParseError(status: 501, code: .notImplemented, message: "only the chunked transfer coding is supported")
-                        : .upstream("unsupported transfer coding from upstream")
-                }
-                chunked = true
-            case .connection:
-                parseConnectionTokens(value)
-            case .host:
-                hostCount += 1
-            case .expect:
-                if HTTPBytes.equalsLowercase(base + Int(value.start), Int(value.count), "100-continue") { expectContinue = true }
-            case .xGatewayPrefixed:
-                hasGatewayFields = true
-            default:
-                break
-            }
+            if let error = noteField(kind, value, isRequest: isRequest, sawTransferEncoding: &sawTransferEncoding) { return error }
         }
+        return finishFields(isRequest: isRequest)
+    }
+
+    /// What a field means for the message: its framing, its connection options, its Host count.
+    @inline(__always)
+    private func noteField(_ kind: HeaderKind, _ value: ByteRange, isRequest: Bool, sawTransferEncoding: inout Bool) -> HTTPParseError? {
+        switch kind {
+        case .contentLength:
+            guard let length = parseContentLength(value) else { return .bad("invalid Content-Length") }
+            if contentLength >= 0, contentLength != length { return .bad("differing Content-Length headers") }
+            contentLength = length
+        case .transferEncoding:
+            if sawTransferEncoding { return .bad("repeated Transfer-Encoding header") }
+            sawTransferEncoding = true
+            guard HTTPBytes.equalsLowercase(base + Int(value.start), Int(value.count), "chunked") else {
+                return isRequest ? HTTPParseError(status: 501, code: .notImplemented, message: "only the chunked transfer coding is supported")
+                    : .upstream("unsupported transfer coding from upstream")
+            }
+            chunked = true
+        case .connection:
+            parseConnectionTokens(value)
+        case .host:
+            hostCount += 1
+        case .expect:
+            if HTTPBytes.equalsLowercase(base + Int(value.start), Int(value.count), "100-continue") { expectContinue = true }
+        case .xGatewayPrefixed:
+            hasGatewayFields = true
+        default:
+            break
+        }
+        return nil
+    }
+
+    /// The rules about the fields taken together, once they are all noted.
+    private func finishFields(isRequest: Bool) -> HTTPParseError? {
         if chunked && contentLength >= 0 {
             return isRequest ? .bad("both Content-Length and Transfer-Encoding") : .upstream("upstream sent both Content-Length and Transfer-Encoding")
         }

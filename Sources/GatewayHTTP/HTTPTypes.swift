@@ -31,6 +31,21 @@ public struct HeaderField: Sendable {
     public var kind: HeaderKind
     /// True when a `Connection` header names this header: it is hop-by-hop and is not forwarded.
     public var nominatedByConnection: Bool
+
+    /// A field not yet classified (`HTTPHeadParser.adoptRequest` classifies it).
+    public init(name: ByteRange, value: ByteRange) {
+        self.name = name
+        self.value = value
+        self.kind = .other
+        self.nominatedByConnection = false
+    }
+
+    init(name: ByteRange, value: ByteRange, kind: HeaderKind, nominatedByConnection: Bool) {
+        self.name = name
+        self.value = value
+        self.kind = kind
+        self.nominatedByConnection = nominatedByConnection
+    }
 }
 
 /// An error the codec answers itself, with the status and the OpenAI-style code to send back.

@@ -23,6 +23,9 @@ protocol ClientStreamTransport: AnyObject {
     /// Request bytes copied into `buffer`; `.wouldBlock` until more arrive (the transport then calls
     /// `streamReadable`).
     func readRequest(_ buffer: UnsafeMutableRawPointer, _ count: Int) -> IOResult<Int>
+    /// Has `parser` take the request head now at `start` (the first `available` bytes read) from the fields it was
+    /// rendered from, instead of parsing it again: `.incomplete` until all of it has been read.
+    func adoptRequestHead(_ parser: HTTPHeadParser, _ start: UnsafeRawPointer, _ available: Int) -> HTTPHeadParser.Outcome
     /// Takes response bytes from `out`; `.wouldBlock` keeps the rest queued until `streamWritable`.
     func writeResponse(_ out: inout OutboundQueue) -> OutboundQueue.FlushResult
     /// Takes a proxied response's head as fields, before any of its body is written. - Returns: false when the
@@ -528,7 +531,9 @@ final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
             case .idle, .readingHead:
                 // Pipelined requests wait until the previous response has gone out.
                 guard outputDrained, !closeAfterFlush, input.readableBytes > 0 else { return }
-                switch parser.parseRequest(input.readPointer, input.readableBytes) {
+                let outcome = stream?.adoptRequestHead(parser, input.readPointer, input.readableBytes)
+                    ?? parser.parseRequest(input.readPointer, input.readableBytes)
+                switch outcome {
                 case .incomplete:
                     if state == .idle {
                         state = .readingHead

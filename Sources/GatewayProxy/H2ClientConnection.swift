@@ -383,6 +383,11 @@ final class H2Stream: ClientStreamTransport {
 
     // The request: the synthesized head, then the body as it arrives.
     private var request = ByteBuffer()
+    /// The synthesized head's parts, as offsets from its first byte (`adoptRequestHead`).
+    private var headLength = 0
+    private var headMethod = ByteRange.empty
+    private var headTarget = ByteRange.empty
+    private var headFields: [HeaderField] = []
     private(set) var headComplete = false
     /// No content-length from the client: the body is re-framed as chunked.
     private var chunked = false
@@ -460,10 +465,15 @@ final class H2Stream: ClientStreamTransport {
         var size = method.count + path.count + 12 + authority.count + 8 + 32 + 2
         for index in fields.pseudoCount..<fields.count { size += fields.name(index).count + fields.value(index).count + 4 }
         reserveRequest(size)
+        // Where each part lands, from the head's first byte: the exchange adopts these ranges instead of parsing.
+        let origin = request.readableBytes
+        headMethod = ByteRange(start: 0, count: Int32(truncatingIfNeeded: method.count))
         append(method)
         request.append(" ")
+        headTarget = ByteRange(start: Int32(truncatingIfNeeded: request.readableBytes - origin), count: Int32(truncatingIfNeeded: path.count))
         append(path)
         request.append(" HTTP/1.1\r\n")
+        headFields.removeAll(keepingCapacity: true)
         var hasHost = false
         var hasContentLength = false
         for index in fields.pseudoCount..<fields.count {
@@ -472,27 +482,51 @@ final class H2Stream: ClientStreamTransport {
             if H2Stream.isName(name, "te") { continue }
             if H2Stream.isName(name, "host") { hasHost = true }
             if H2Stream.isName(name, "content-length") { hasContentLength = true }
-            append(name)
-            request.append(": ")
-            append(fields.value(index))
-            request.append("\r\n")
+            appendField(name, fields.value(index), origin)
         }
         if !hasHost && authority.count > 0 {
-            request.append("host: ")
-            append(authority)
-            request.append("\r\n")
+            appendField(H2Stream.bytes("host"), authority, origin)
         }
         if endStream {
             requestDone = true
             let bodiless = H2Stream.isName(method, "GET") || H2Stream.isName(method, "HEAD")
-            if !hasContentLength && !bodiless { request.append("content-length: 0\r\n") }
+            if !hasContentLength && !bodiless {
+                appendField(H2Stream.bytes("content-length"), H2Stream.bytes("0"), origin)
+            }
         } else if !hasContentLength {
             chunked = true
-            request.append("transfer-encoding: chunked\r\n")
+            appendField(H2Stream.bytes("transfer-encoding"), H2Stream.bytes("chunked"), origin)
         }
         request.append("\r\n")
+        headLength = request.readableBytes - origin
         headComplete = true
         bodyStart = requestRead + request.readableBytes
+    }
+
+    @inline(__always)
+    private static func bytes(_ text: StaticString) -> UnsafeRawBufferPointer {
+        UnsafeRawBufferPointer(start: text.utf8Start, count: text.utf8CodeUnitCount)
+    }
+
+    /// "name: value\r\n" into room that `reserveRequest` made, and its ranges into `headFields`.
+    @inline(__always)
+    private func appendField(_ name: UnsafeRawBufferPointer, _ value: UnsafeRawBufferPointer, _ origin: Int) {
+        let nameStart = request.readableBytes - origin
+        append(name)
+        request.append(": ")
+        append(value)
+        request.append("\r\n")
+        headFields.append(HeaderField(
+            name: ByteRange(start: Int32(truncatingIfNeeded: nameStart), count: Int32(truncatingIfNeeded: name.count)),
+            value: ByteRange(start: Int32(truncatingIfNeeded: nameStart + name.count + 2), count: Int32(truncatingIfNeeded: value.count))))
+    }
+
+    /// The exchange's parser takes the head rendered in `headComplete` once all its bytes are at `start`.
+    func adoptRequestHead(_ parser: HTTPHeadParser, _ start: UnsafeRawPointer, _ available: Int) -> HTTPHeadParser.Outcome {
+        guard headComplete, available >= headLength else { return .incomplete }
+        return headFields.withUnsafeBufferPointer {
+            parser.adoptRequest(start, headLength: headLength, method: headMethod, target: headTarget, fields: $0)
+        }
     }
 
     /// Appends bytes that `reserveRequest` made room for.
