@@ -126,31 +126,67 @@ public struct ByteBuffer {
         writerIndex += 1
     }
 
-    /// Appends a decimal number without allocating: straight into the buffer, two digits per division.
+    /// Appends a decimal number without allocating, straight into the buffer: its length from its bit length, then
+    /// two digits per division, each pair one 16-bit store from a table.
     public mutating func append(decimal value: Int) {
         if value < 0 { append(byte: UInt8(ascii: "-")) }
-        var v = value.magnitude
-        var digits = 1
-        var rest = v
-        while rest >= 10 {
-            rest /= 10
-            digits += 1
-        }
+        var v = UInt64(value.magnitude)
+        let digits = ByteBuffer.decimalDigits(v)
         precondition(digits <= writableBytes)
         // "00", "01", … "99".
         let pairs: StaticString = "00010203040506070809101112131415161718192021222324252627282930313233343536373839404142434445464748495051525354555657585960616263646566676869707172737475767778798081828384858687888990919293949596979899"
+        let table = UnsafeRawPointer(pairs.utf8Start)
         var end = base! + writerIndex + digits
-        while v >= 10 {
-            let pair = Int(v % 100) * 2
+        while v >= 100 {
+            let pair = Int(truncatingIfNeeded: v % 100) &* 2
             v /= 100
             end -= 2
-            end.copyMemory(from: pairs.utf8Start + pair, byteCount: 2)
+            end.storeBytes(of: table.loadUnaligned(fromByteOffset: pair, as: UInt16.self), as: UInt16.self)
         }
-        if v > 0 || digits == 1 {
+        if v >= 10 {
+            end -= 2
+            end.storeBytes(of: table.loadUnaligned(fromByteOffset: Int(truncatingIfNeeded: v) &* 2, as: UInt16.self), as: UInt16.self)
+        } else {
             end -= 1
             end.storeBytes(of: UInt8(ascii: "0") &+ UInt8(truncatingIfNeeded: v), as: UInt8.self)
         }
         writerIndex += digits
+    }
+
+    /// How many decimal digits `v` has (1 for 0): log10 estimated from the bit length (1233 / 4096 ≈ log10(2)),
+    /// then one comparison.
+    @inline(__always)
+    static func decimalDigits(_ v: UInt64) -> Int {
+        let bits = 64 - (v | 1).leadingZeroBitCount
+        let estimate = (bits &* 1233) >> 12  // floor(log10(2^bits)): the digits of 2^bits - 1, or one fewer
+        return estimate &+ ((v | 1) >= powerOfTen(estimate) ? 1 : 0)
+    }
+
+    /// 10^n for n in 0...19 (a switch of constants: a table lookup once compiled).
+    @inline(__always)
+    static func powerOfTen(_ n: Int) -> UInt64 {
+        switch n {
+        case 0: 1
+        case 1: 10
+        case 2: 100
+        case 3: 1_000
+        case 4: 10_000
+        case 5: 100_000
+        case 6: 1_000_000
+        case 7: 10_000_000
+        case 8: 100_000_000
+        case 9: 1_000_000_000
+        case 10: 10_000_000_000
+        case 11: 100_000_000_000
+        case 12: 1_000_000_000_000
+        case 13: 10_000_000_000_000
+        case 14: 100_000_000_000_000
+        case 15: 1_000_000_000_000_000
+        case 16: 10_000_000_000_000_000
+        case 17: 100_000_000_000_000_000
+        case 18: 1_000_000_000_000_000_000
+        default: 10_000_000_000_000_000_000
+        }
     }
 
     /// Appends a number in lowercase hex (chunk sizes).

@@ -21,6 +21,10 @@ import Glibc
 ///   `output_tokens`), then each `message_delta`'s `usage.output_tokens` (cumulative).
 /// Either spelling of the names is accepted in every mode (`input_tokens` counts as prompt,
 /// `output_tokens` as completion). Feed it the payload bytes (after de-chunking and decompression).
+///
+/// A JSON body whose length is known up front and that arrives in one feed is read from its end, where both
+/// providers put `usage`, so the text before it is not scanned at all; whenever that backward read is not certain
+/// to give what the forward scan would, the forward scan runs as usual.
 public struct UsageTap: Sendable {
     public enum Mode: Sendable, Equatable {
         case openAIJSON, openAISSE, anthropicJSON, anthropicSSE
@@ -74,14 +78,35 @@ public struct UsageTap: Sendable {
         case start, prefix, data, skip
     }
 
-    public init(mode: Mode) {
+    /// Whether the usage came from the backward read of a whole body (for tests).
+    var readFromEnd: Bool { readWhole }
+
+    /// The body's length when known up front, until the first feed; -1 otherwise.
+    private var bodyLength = -1
+    /// The backward read took the usage from the whole body: nothing more is scanned.
+    private var readWhole = false
+
+    /// - Parameters:
+    ///   - mode: the provider and shape of the response.
+    ///   - bodyLength: the body's length when the response says it up front (`content-length`). When the first
+    ///     feed is that whole body, a JSON body is read from its end (see `readUsageBackwards`).
+    public init(mode: Mode, bodyLength: Int? = nil) {
         self.mode = mode
+        self.bodyLength = bodyLength ?? -1
     }
 
     /// Scans the next bytes of the body. Allocates nothing and keeps nothing of the bytes.
     public mutating func feed(_ bytes: UnsafeRawBufferPointer) {
-        guard let base = bytes.baseAddress, bytes.count > 0 else { return }
+        guard let base = bytes.baseAddress, bytes.count > 0, !readWhole else { return }
         let p = base.assumingMemoryBound(to: UInt8.self)
+        if bodyLength >= 0 {
+            let whole = bytes.count == bodyLength
+            bodyLength = -1
+            if whole, mode == .openAIJSON || mode == .anthropicJSON, readUsageBackwards(p, bytes.count) {
+                readWhole = true
+                return
+            }
+        }
         switch mode {
         case .openAIJSON, .anthropicJSON:
             tokenize(p, 0, bytes.count)
@@ -405,22 +430,24 @@ public struct UsageTap: Sendable {
     private mutating func endKey() {
         expectingKey = false
         guard depth >= 1, depth <= 3 else { return }
-        var id = KeyID.none
-        // Most keys are none of the names: their length alone says so, without reading the table.
-        let nameLengths: UInt32 = 1 << 5 | 1 << 7 | 1 << 12 | 1 << 13 | 1 << 17  // the lengths in `names`
-        if !keyEscaped, keyLength < 32, nameLengths & (1 << UInt32(keyLength)) != 0 {
-            let words = keyWords
-            let names = UsageTap.names
-            for entry in names where entry.length == keyLength && entry.w0 == words.0 && entry.w1 == words.1 && entry.w2 == words.2 {
-                id = entry.id
-                break
-            }
-        }
+        let id = keyEscaped ? KeyID.none : UsageTap.keyID(keyWords, keyLength)
         switch depth {
         case 1: key1 = id
         case 2: key2 = id
         default: key3 = id
         }
+    }
+
+    /// The name a key's first 24 bytes (`words`, zero-padded) and length spell, or `.none`.
+    @inline(__always)
+    private static func keyID(_ words: (UInt64, UInt64, UInt64), _ length: Int) -> KeyID {
+        // Most keys are none of the names: their length alone says so, without reading the table.
+        let nameLengths: UInt32 = 1 << 5 | 1 << 7 | 1 << 12 | 1 << 13 | 1 << 17  // the lengths in `names`
+        guard length < 32, nameLengths & (1 << UInt32(length)) != 0 else { return .none }
+        for entry in names where entry.length == length && entry.w0 == words.0 && entry.w1 == words.1 && entry.w2 == words.2 {
+            return entry.id
+        }
+        return .none
     }
 
     private mutating func endNumber() {
@@ -438,6 +465,238 @@ public struct UsageTap: Sendable {
         case .completion: completion = number
         default: break
         }
+    }
+
+    // MARK: A whole body, from its end
+
+    /// How far from the body's end the backward read looks for the `usage` key before it gives up.
+    private static let backwardReach = 2048
+
+    @inline(__always)
+    private static func isSpace(_ byte: UInt8) -> Bool {
+        byte == 0x20 || byte == 0x0A || byte == 0x0D || byte == 0x09
+    }
+
+    /// Bit 7 set in each byte of `x` that is zero, and only there (unlike `zeroBytes`, exact in every byte, so a
+    /// word can be read from its highest match down).
+    @inline(__always)
+    private static func exactZeroBytes(_ x: UInt64) -> UInt64 {
+        let low7 = ones &* 0x7F
+        return ~(((x & low7) &+ low7) | x | low7)
+    }
+
+    /// The first eight bytes of `text` (zero-padded) as a little-endian word, as `word` reads a body.
+    @inline(__always)
+    private static func constant(_ text: StaticString) -> UInt64 {
+        var value: UInt64 = 0
+        for i in 0..<min(8, text.utf8CodeUnitCount) { value |= UInt64(text.utf8Start[i]) << UInt64(8 * i) }
+        return value
+    }
+
+    /// Reads the usage of a whole JSON body from its end: finds the last `"usage"` key, going backwards, then reads
+    /// its object and every member after it forwards, to the body's end.
+    ///
+    /// It sets the counts and returns true only when that is certain to be what the forward scan finds in a
+    /// well-formed body: the body is one object (`{` first, `}` last); the key is the last `"usage"` string followed
+    /// by a colon, its quote not escaped, and its value an object; that object and every member after it up to the
+    /// root's `}` are well-formed at the top level (a key nested deeper would meet its parents' closing brackets
+    /// first); and the object holds both an integer prompt and an integer completion count, so no earlier `usage`
+    /// member could change the result. Anything else (no `usage` within `backwardReach` bytes of the end,
+    /// `"usage":null`, embeddings' prompt-only usage, a nested last `usage`, malformed text) returns false and
+    /// changes nothing. Every read stays inside the buffer, whatever the bytes.
+    private mutating func readUsageBackwards(_ p: UnsafePointer<UInt8>, _ count: Int) -> Bool {
+        var first = 0
+        while first < count, UsageTap.isSpace(p[first]) { first += 1 }
+        guard first < count, p[first] == UInt8(ascii: "{") else { return false }
+        var last = count - 1
+        while last > first, UsageTap.isSpace(p[last]) { last -= 1 }
+        guard last > first, p[last] == UInt8(ascii: "}") else { return false }
+        let open = UsageTap.lastUsageKey(p, max(first + 1, last - UsageTap.backwardReach), last)
+        guard open >= 0 else { return false }
+
+        var prompt = -1
+        var completion = -1
+        // The usage object's members.
+        var i = UsageTap.spaceAfter(p, open + 1, last)
+        guard i < last, p[i] != UInt8(ascii: "}") else { return false }
+        while true {
+            guard UsageTap.member(p, &i, last, counts: true, &prompt, &completion), i < last else { return false }
+            if p[i] == UInt8(ascii: ",") {
+                i = UsageTap.spaceAfter(p, i + 1, last)
+                continue
+            }
+            guard p[i] == UInt8(ascii: "}") else { return false }
+            i = UsageTap.spaceAfter(p, i + 1, last)
+            break
+        }
+        // The root's members after it, up to the root's `}`.
+        while i < last {
+            guard p[i] == UInt8(ascii: ",") else { return false }
+            i = UsageTap.spaceAfter(p, i + 1, last)
+            guard UsageTap.member(p, &i, last, counts: false, &prompt, &completion) else { return false }
+        }
+        guard prompt >= 0, completion >= 0 else { return false }
+        self.prompt = prompt
+        self.completion = completion
+        return true
+    }
+
+    /// The offset of the `{` that opens the value of the last `"usage"` key in `p[low..<last]`, or -1: the last
+    /// `"usage"` string whose opening quote is not escaped and that a colon follows. In well-formed JSON, a quote
+    /// that no odd run of backslashes precedes is a string's delimiter, so such a string is not inside another.
+    /// -1 too when that value is not an object, or when the quote's escaping cannot be told.
+    private static func lastUsageKey(_ p: UnsafePointer<UInt8>, _ low: Int, _ last: Int) -> Int {
+        // Found by its `g`, the rarest of its letters in usage objects; the word is read from its highest match down.
+        let g = UInt8(ascii: "g")
+        var end = last
+        while end > low {
+            let start = max(low, end - 8)
+            var hits: UInt64
+            if end - start == 8 {
+                hits = exactZeroBytes(word(p, start) ^ (ones &* UInt64(g)))
+            } else {
+                hits = 0
+                for i in start..<end where p[i] == g { hits |= 0x80 << UInt64(8 * (i - start)) }
+            }
+            while hits != 0 {
+                let bit = 63 - hits.leadingZeroBitCount
+                hits &= ~(1 << UInt64(bit))
+                let found = usageKey(p, start + bit >> 3 - 4, low, last)
+                if found != -1 { return found }
+            }
+            end = start
+        }
+        return -1
+    }
+
+    /// For a `g` at `quote + 4`: the offset of the value's `{` when `p[quote...]` is the `"usage"` key; -1 when it
+    /// is not that key (search on); -2 when it is but the read cannot be certain (give up).
+    @inline(__always)
+    private static func usageKey(_ p: UnsafePointer<UInt8>, _ quote: Int, _ low: Int, _ last: Int) -> Int {
+        guard quote >= low, quote + 7 <= last else { return -1 }
+        let mask: UInt64 = 0x00FF_FFFF_FFFF_FFFF
+        guard word(p, quote) & mask == constant("\"usage\"") else { return -1 }
+        var b = quote - 1
+        while b >= low, p[b] == UInt8(ascii: "\\") { b -= 1 }
+        guard b >= low else { return -2 }
+        guard (quote - 1 - b) & 1 == 0 else { return -1 }
+        let colon = spaceAfter(p, quote + 7, last)
+        guard colon < last, p[colon] == UInt8(ascii: ":") else { return -1 }
+        let open = spaceAfter(p, colon + 1, last)
+        return open < last && p[open] == UInt8(ascii: "{") ? open : -2
+    }
+
+    /// The offset of the first non-space byte at or after `i`, or `end`.
+    @inline(__always)
+    private static func spaceAfter(_ p: UnsafePointer<UInt8>, _ i: Int, _ end: Int) -> Int {
+        var i = i
+        while i < end, isSpace(p[i]) { i += 1 }
+        return i
+    }
+
+    /// The offset of the `"` that closes the string whose bytes start at `start`, or -1 if it does not close
+    /// before `end`; `escaped` is set when it holds an escape.
+    @inline(__always)
+    private static func stringClose(_ p: UnsafePointer<UInt8>, _ start: Int, _ end: Int, _ escaped: inout Bool) -> Int {
+        var i = start
+        while true {
+            i = stringEnd(p, i, end)
+            if i >= end { return -1 }
+            if p[i] == UInt8(ascii: "\"") { return i }
+            escaped = true
+            i += 2
+        }
+    }
+
+    /// Which count the key `p[start..<start + length]` (unescaped) names: whole words compared, no copy.
+    @inline(__always)
+    private static func countKey(_ p: UnsafePointer<UInt8>, _ start: Int, _ length: Int) -> KeyID {
+        switch length {
+        case 12:  // input_tokens
+            return word(p, start) == constant("input_to") && word(p, start + 4) == constant("t_tokens") ? .prompt : .none
+        case 13:  // prompt_tokens, output_tokens
+            let tail = word(p, start + 5)
+            guard tail == constant("t_tokens") else { return .none }
+            let head = word(p, start)
+            return head == constant("prompt_t") ? .prompt : head == constant("output_t") ? .completion : .none
+        case 17:  // completion_tokens
+            return word(p, start) == constant("completi") && word(p, start + 8) == constant("on_token")
+                && p[start + 16] == UInt8(ascii: "s") ? .completion : .none
+        default:
+            return .none
+        }
+    }
+
+    /// Reads one member, `"key": value`, strictly, from the key's quote at `i`; leaves `i` at the first non-space
+    /// byte after the value. With `counts`, an integer value of a count's key is taken as the forward scan takes it
+    /// (a sign, point or exponent makes it no count; the last one wins). False for anything malformed.
+    private static func member(_ p: UnsafePointer<UInt8>, _ i: inout Int, _ end: Int, counts: Bool,
+                               _ prompt: inout Int, _ completion: inout Int) -> Bool {
+        guard i < end, p[i] == UInt8(ascii: "\"") else { return false }
+        var escaped = false
+        let keyEnd = stringClose(p, i + 1, end, &escaped)
+        guard keyEnd >= 0 else { return false }
+        let id = counts && !escaped ? countKey(p, i + 1, keyEnd - i - 1) : .none
+        i = spaceAfter(p, keyEnd + 1, end)
+        guard i < end, p[i] == UInt8(ascii: ":") else { return false }
+        i = spaceAfter(p, i + 1, end)
+        guard i < end else { return false }
+        let byte = p[i]
+        if byte &- UInt8(ascii: "0") < 10 || byte == UInt8(ascii: "-") {
+            var valid = byte != UInt8(ascii: "-")
+            var number = 0
+            while i < end {
+                let c = p[i]
+                let digit = c &- UInt8(ascii: "0")
+                if digit < 10 {
+                    if number < 1 << 50 { number = number * 10 + Int(digit) }
+                } else if c == UInt8(ascii: ".") || c | 0x20 == UInt8(ascii: "e") || c == UInt8(ascii: "+")
+                            || c == UInt8(ascii: "-") {
+                    valid = false
+                } else {
+                    break
+                }
+                i += 1
+            }
+            if valid {
+                switch id {
+                case .prompt: prompt = number
+                case .completion: completion = number
+                default: break
+                }
+            }
+        } else if byte == UInt8(ascii: "\"") {
+            var ignored = false
+            let close = stringClose(p, i + 1, end, &ignored)
+            guard close >= 0 else { return false }
+            i = close + 1
+        } else if byte | 0x20 == UInt8(ascii: "{") {
+            var depth = 1
+            i += 1
+            while true {
+                i = structuralByte(p, i, end)
+                guard i < end else { return false }
+                let c = p[i]
+                i += 1
+                if c == UInt8(ascii: "\"") {
+                    var ignored = false
+                    let close = stringClose(p, i, end, &ignored)
+                    guard close >= 0 else { return false }
+                    i = close + 1
+                } else if c | 0x20 == UInt8(ascii: "{") {
+                    depth += 1
+                } else {
+                    depth -= 1
+                    if depth == 0 { break }
+                }
+            }
+        } else if (byte | 0x20) >= UInt8(ascii: "a"), (byte | 0x20) <= UInt8(ascii: "z") {
+            while i < end, (p[i] | 0x20) >= UInt8(ascii: "a"), (p[i] | 0x20) <= UInt8(ascii: "z") { i += 1 }
+        } else {
+            return false
+        }
+        i = spaceAfter(p, i, end)
+        return true
     }
 
     private struct Name: Sendable {

@@ -1207,7 +1207,11 @@ final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
             // The tap reads the upstream's bytes, so the provider's shape decides (they differ when translating).
             let anthropic = context.config.providers[deployment?.providerIndex ?? 0].kind == .anthropic
             let stream = record.streamed
-            usageTap = UsageTap(mode: anthropic ? (stream ? .anthropicSSE : .anthropicJSON) : (stream ? .openAISSE : .openAIJSON))
+            // A length-framed body that arrives in one read is read from its end.
+            var bodyLength: Int?
+            if case .length(let length) = framing { bodyLength = Int(length) }
+            usageTap = UsageTap(mode: anthropic ? (stream ? .anthropicSSE : .anthropicJSON) : (stream ? .openAISSE : .openAIJSON),
+                                bodyLength: bodyLength)
         }
         tapDechunks = framing == .chunked && minorVersion >= 1 && translation == nil
         tapDecoder.reset()

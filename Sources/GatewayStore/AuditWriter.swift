@@ -8,8 +8,9 @@ final class AuditWriter: @unchecked Sendable {
     private let configuration: AuditShared.Configuration
     private let db: SQLiteConnection
     private let insertAudit: SQLiteStatement
-    /// `rowsPerInsert` rows in one INSERT, for runs of records that need no side-table rows.
-    private let insertAuditRows: SQLiteStatement
+    /// The INSERTs of 1, 2, 4 ... `rowsPerInsert` rows (element k has 2^k rows), for runs of records that need no
+    /// side-table rows: a run of n takes one statement per bit of n.
+    private let insertAuditRows: [SQLiteStatement]
     private let insertGroup: SQLiteStatement
     private let insertTag: SQLiteStatement
     private let saveSpillState: SQLiteStatement
@@ -36,6 +37,7 @@ final class AuditWriter: @unchecked Sendable {
     static let pruneBatchesPerCycle = 20
     /// Rows per multi-row INSERT: one statement run for many rows saves SQLite's per-statement work (opening the
     /// cursors, halting, resetting) on all but one of them; about 2,800 instructions per row measured at 16.
+    /// A power of two (see `insertAuditRows`).
     static let rowsPerInsert = 16
     static let columns = 26
 
@@ -59,7 +61,11 @@ final class AuditWriter: @unchecked Sendable {
         try Schema.prepare(db)
         db.setBusyTimeout(configuration.busyTimeoutMs)
         insertAudit = try db.prepare(AuditWriter.insertSQL(rows: 1))
-        insertAuditRows = try db.prepare(AuditWriter.insertSQL(rows: AuditWriter.rowsPerInsert))
+        var insertAuditRows = [insertAudit]
+        while insertAuditRows.count <= AuditWriter.rowsPerInsert.trailingZeroBitCount {
+            insertAuditRows.append(try db.prepare(AuditWriter.insertSQL(rows: 1 << insertAuditRows.count)))
+        }
+        self.insertAuditRows = insertAuditRows
         insertGroup = try db.prepare("INSERT OR IGNORE INTO audit_groups (audit_id, grp) VALUES (?1, ?2)")
         insertTag = try db.prepare("INSERT OR IGNORE INTO audit_tags (audit_id, tag) VALUES (?1, ?2)")
         saveSpillState = try db.prepare("INSERT OR REPLACE INTO spill_state (id, generation, offset) VALUES (1, ?1, ?2)")
@@ -199,32 +205,44 @@ final class AuditWriter: @unchecked Sendable {
         if !busy { Log.error("audit log: \(error); spilling to \(spill.path)") }
     }
 
-    /// Inserts records in order: runs of `rowsPerInsert` that need no side-table rows in one statement, the others
-    /// one by one.
+    /// Inserts records in order: each run of up to `rowsPerInsert` records that need no side-table rows in as few
+    /// multi-row statements as its length has bits, the others one by one.
     private func insert(_ records: ArraySlice<AuditRecord>) throws {
-        var index = records.startIndex
-        while index < records.endIndex {
-            let run = records[index..<min(index + AuditWriter.rowsPerInsert, records.endIndex)]
-            if run.count == AuditWriter.rowsPerInsert, run.allSatisfy({ AuditWriter.sideRows($0) == nil }) {
-                rowText.begin(reserving: run.reduce(0) { $0 + AuditWriter.textBytes($1) })
-                for (row, record) in run.enumerated() {
-                    bindRow(insertAuditRows, record, offset: Int32(row * AuditWriter.columns))
+        // Through a pointer: handing `records[i]` to a function copies the record, a retain and a release per string.
+        try records.withUnsafeBufferPointer { buffer in
+            guard let base = buffer.baseAddress else { return }
+            var index = 0
+            while index < buffer.count {
+                var end = index
+                while end < buffer.count, end - index < AuditWriter.rowsPerInsert, AuditWriter.isPlain(base + end) { end += 1 }
+                if end == index {
+                    try insert(base + index)
+                    index += 1
+                    continue
                 }
-                try insertAuditRows.runKeepingBindings()
-                index = run.endIndex
-            } else {
-                try insert(records[index])
-                index += 1
+                while index < end {
+                    let bit = Int.bitWidth - 1 - (end - index).leadingZeroBitCount
+                    let statement = insertAuditRows[bit]
+                    let rows = index..<(index + 1 << bit)
+                    var bytes = 0
+                    for i in rows { bytes += AuditWriter.textBytes(base + i) }
+                    rowText.begin(reserving: bytes)
+                    for i in rows {
+                        bindRow(statement, base + i, offset: Int32((i - index) * AuditWriter.columns))
+                    }
+                    try statement.runKeepingBindings()
+                    index = rows.upperBound
+                }
             }
         }
     }
 
     /// One record, with its side-table rows.
-    private func insert(_ record: AuditRecord) throws {
+    private func insert(_ record: UnsafePointer<AuditRecord>) throws {
         rowText.begin(reserving: AuditWriter.textBytes(record))
         bindRow(insertAudit, record, offset: 0)
         try insertAudit.runKeepingBindings()
-        guard let side = AuditWriter.sideRows(record) else { return }
+        guard let side = AuditWriter.sideRows(record.pointee) else { return }
         let rowID = db.lastInsertRowID
         for group in side.groups {
             insertGroup.bind(1, rowID)
@@ -236,6 +254,17 @@ final class AuditWriter: @unchecked Sendable {
             insertTag.bind(2, tag)
             try insertTag.run()
         }
+    }
+
+    /// Whether a record needs no side-table rows (`sideRows` is nil), without building them.
+    @inline(__always)
+    private static func isPlain(_ record: UnsafePointer<AuditRecord>) -> Bool {
+        guard record.pointee.tags.isEmpty else { return false }
+        let groups = record.pointee.groups
+        guard groups.count > 1 else { return true }
+        var named = 0
+        for group in groups where !group.isEmpty { named += 1 }
+        return named < 2
     }
 
     /// The `audit_groups` and `audit_tags` rows a record needs, or nil for none (see `Schema`): groups only when it
@@ -251,42 +280,42 @@ final class AuditWriter: @unchecked Sendable {
     }
 
     /// The bytes of a record's text columns in `rowText`, and of its separate group rows.
-    private static func textBytes(_ record: AuditRecord) -> Int {
-        let groupsBytes = RowText.joinedCount(record.groups)
-        return record.requestID.utf8.count + (record.keyID?.utf8.count ?? 0) + (record.keyName?.utf8.count ?? 0)
-            + (record.groups.count > 1 ? 2 : 1) * groupsBytes + record.tags.utf8.count + record.clientAddress.utf8.count
-            + record.requestedModel.utf8.count + record.deployment.utf8.count + (record.errorCode?.utf8.count ?? 0)
+    private static func textBytes(_ r: UnsafePointer<AuditRecord>) -> Int {
+        let groupsBytes = RowText.joinedCount(r.pointee.groups)
+        return r.pointee.requestID.utf8.count + (r.pointee.keyID?.utf8.count ?? 0) + (r.pointee.keyName?.utf8.count ?? 0)
+            + (r.pointee.groups.count > 1 ? 2 : 1) * groupsBytes + r.pointee.tags.utf8.count + r.pointee.clientAddress.utf8.count
+            + r.pointee.requestedModel.utf8.count + r.pointee.deployment.utf8.count + (r.pointee.errorCode?.utf8.count ?? 0)
     }
 
     /// Binds a record's 26 columns as parameters `offset + 1 ...`, its text from `rowText` (reserved by the caller).
-    private func bindRow(_ s: SQLiteStatement, _ record: AuditRecord, offset o: Int32) {
+    private func bindRow(_ s: SQLiteStatement, _ r: UnsafePointer<AuditRecord>, offset o: Int32) {
         let text = rowText
-        s.bindStatic(o + 1, text.add(record.requestID))
-        bindStatic(s, o + 2, record.keyID)
-        bindStatic(s, o + 3, record.keyName)
-        s.bindStatic(o + 4, text.add(joining: record.groups, separator: UInt8(ascii: ",")))
-        s.bindStatic(o + 5, text.add(record.tags))
-        s.bindStatic(o + 6, text.add(record.clientAddress))
-        s.bind(o + 7, record.startNs)
-        s.bind(o + 8, record.endNs)
-        s.bind(o + 9, record.totalLatencyUs)
-        s.bind(o + 10, record.upstreamLatencyUs)
-        s.bind(o + 11, record.overheadUs)
-        s.bind(o + 12, record.ttfbUs)
-        s.bindStatic(o + 13, text.add(record.requestedModel))
-        s.bindStatic(o + 14, text.add(record.deployment))
-        s.bind(o + 15, record.attempts)
-        s.bind(o + 16, record.status)
-        bindStatic(s, o + 17, record.errorCode)
-        s.bind(o + 18, record.promptTokens)
-        s.bind(o + 19, record.completionTokens)
-        s.bind(o + 20, record.costMicroUSD)
-        s.bind(o + 21, record.streamed)
-        s.bind(o + 22, record.bytesIn)
-        s.bind(o + 23, record.bytesOut)
-        s.bind(o + 24, record.requestBody)
-        s.bind(o + 25, record.responseBody)
-        s.bind(o + 26, record.attemptLog)
+        s.bindStatic(o + 1, text.add(r.pointee.requestID))
+        bindStatic(s, o + 2, r.pointee.keyID)
+        bindStatic(s, o + 3, r.pointee.keyName)
+        s.bindStatic(o + 4, text.add(joining: r.pointee.groups, separator: UInt8(ascii: ",")))
+        s.bindStatic(o + 5, text.add(r.pointee.tags))
+        s.bindStatic(o + 6, text.add(r.pointee.clientAddress))
+        s.bind(o + 7, r.pointee.startNs)
+        s.bind(o + 8, r.pointee.endNs)
+        s.bind(o + 9, r.pointee.totalLatencyUs)
+        s.bind(o + 10, r.pointee.upstreamLatencyUs)
+        s.bind(o + 11, r.pointee.overheadUs)
+        s.bind(o + 12, r.pointee.ttfbUs)
+        s.bindStatic(o + 13, text.add(r.pointee.requestedModel))
+        s.bindStatic(o + 14, text.add(r.pointee.deployment))
+        s.bind(o + 15, r.pointee.attempts)
+        s.bind(o + 16, r.pointee.status)
+        bindStatic(s, o + 17, r.pointee.errorCode)
+        s.bind(o + 18, r.pointee.promptTokens)
+        s.bind(o + 19, r.pointee.completionTokens)
+        s.bind(o + 20, r.pointee.costMicroUSD)
+        s.bind(o + 21, r.pointee.streamed)
+        s.bind(o + 22, r.pointee.bytesIn)
+        s.bind(o + 23, r.pointee.bytesOut)
+        s.bind(o + 24, r.pointee.requestBody)
+        s.bind(o + 25, r.pointee.responseBody)
+        s.bind(o + 26, r.pointee.attemptLog)
     }
 
     private func bindStatic(_ statement: SQLiteStatement, _ index: Int32, _ value: String?) {

@@ -30,6 +30,9 @@ final class RowText {
 
     /// Copies a string's UTF-8 bytes in; `begin` must have reserved them (`text.utf8.count`).
     func add(_ text: String) -> UnsafeRawBufferPointer {
+        // Native and small strings (all of the writer's) are read in place, without a copy of the string to make
+        // contiguous.
+        if let added = text.utf8.withContiguousStorageIfAvailable({ append(UnsafeRawBufferPointer($0)) }) { return added }
         var text = text
         return text.withUTF8 { bytes in append(UnsafeRawBufferPointer(bytes)) }
     }

@@ -1,4 +1,4 @@
-import GatewayPolicy
+@testable import GatewayPolicy
 import Testing
 
 @Suite struct UsageTapTests {
@@ -245,6 +245,155 @@ import Testing
         let bytes = Array(sse.utf8)
         for cut in 0...bytes.count {
             #expect(UsageTapTests.run(.openAISSE, [bytes[..<cut], bytes[cut...]]) == Usage(promptTokens: 3, completionTokens: 4))
+        }
+    }
+
+    // MARK: The backward read of a whole body
+
+    /// Bodies whose usage the backward read should take, and bodies where it must hand over to the forward scan.
+    static var wholeBodies: [(UsageTap.Mode, String)] {
+        var bodies: [(UsageTap.Mode, String)] = [(.openAIJSON, openAIJSON), (.anthropicJSON, anthropicJSON)]
+        let usage = #"{"prompt_tokens":19,"completion_tokens":10,"total_tokens":29,"prompt_tokens_details":{"cached_tokens":0,"audio_tokens":[0,{"x":"}"}]},"completion_tokens_details":{"reasoning_tokens":0}}"#
+        let tails = [
+            #""usage":\#(usage)}"#,
+            #""usage":\#(usage),"service_tier":"default","system_fingerprint":"fp_\"usage\":{}\\"}"#,
+            #""usage" : \#(usage) , "n" : -1.5e+3 , "ok" : true , "list" : [ "a\"]" , { } ] }"#,
+            "\"usage\"\n:\r\n{ \"prompt_tokens\" :\t7 ,\n\"completion_tokens\": 8 }\n}\n",
+            #""usage":{"prompt_tokens":1,"completion_tokens":2},"x":{"usage":{"prompt_tokens":5,"completion_tokens":6}}}"#,
+            #""usage":{"completion_tokens":2,"prompt_tokens":1,"prompt_tokens":3,"input_tokens":4}}"#,
+            #""usage":{"input_tokens":11,"cache_read_input_tokens":5,"output_tokens":12,"server_tool_use":{"web_search_requests":1}}}"#,
+            // Where the last usage alone does not decide: the forward scan's answer stands.
+            #""usage":{"prompt_tokens":1,"completion_tokens":2},"usage":{"prompt_tokens":3}}"#,
+            #""usage":{"prompt_tokens":1,"completion_tokens":2},"usage":null}"#,
+            #""usage":{"prompt_tokens":1,"completion_tokens":2},"usage":{"prompt_tokens":3.5,"completion_tokens":4}}"#,
+            #""usage":{"prompt_tokens":1,"completion_tokens":-2}}"#,
+            #""usage":{"prompt_tokens":1,"completion_tokens":2,}}"#,
+            #""usage":{"prompt_tokens":1,"completion_tokens":2},"data":[1,2}"#,
+            #""usage":{"prompt\u005ftokens":1,"completion_tokens":2}}"#,
+            #""usage":{"prompt_tokens":123456789012345678901234567890,"completion_tokens":2}}"#,
+            #""us\u0061ge":{"prompt_tokens":1,"completion_tokens":2}}"#,
+            #""usage":[{"prompt_tokens":1,"completion_tokens":2}]}"#,
+            #""usage":{}}"#,
+            #""model":"m"}"#,
+            #""usage":{"prompt_tokens":1,"completion_tokens":2}} trailing"#,
+            #""usage":{"prompt_tokens":1,"completion_tokens":2}}{"id":"second"}"#,
+            #""usage":{"prompt_tokens":1,"completion_tokens":2}}{"usage":{"prompt_tokens":3,"completion_tokens":4}}"#,
+            #""text":"a \\\"usage\\\":{\\\"prompt_tokens\\\":9,\\\"completion_tokens\\\":9}}"}"#,
+            #""text":"ends in a backslash \\","usage":{"prompt_tokens":1,"completion_tokens":2}}"#,
+        ]
+        let heads = [
+            #"{"id":"chatcmpl-1","choices":[{"message":{"content":"hi \"usage\":{\"prompt_tokens\":3,\"completion_tokens\":4}"}}],"#,
+            #"{"#,
+            #"  {"usage":{"prompt_tokens":50,"completion_tokens":60},"#,
+            #"{"usage":{"prompt_tokens":50},"#,
+            #"{"content":[{"text":"\\"}],"#,
+        ]
+        for head in heads {
+            for tail in tails {
+                bodies.append((.openAIJSON, head + tail))
+                bodies.append((.anthropicJSON, head + tail))
+            }
+        }
+        // The usage further from the end than the backward read reaches.
+        bodies.append((.openAIJSON, #"{"usage":{"prompt_tokens":1,"completion_tokens":2},"text":""#
+            + String(repeating: "x", count: 5000) + #""}"#))
+        bodies.append((.openAIJSON, #"{"text":""# + String(repeating: "y\\\"", count: 3000)
+            + #"","usage":{"prompt_tokens":1,"completion_tokens":2}}"#))
+        return bodies
+    }
+
+    static func run(_ mode: UsageTap.Mode, whole bytes: ArraySlice<UInt8>) -> (Usage?, Bool) {
+        var tap = UsageTap(mode: mode, bodyLength: bytes.count)
+        bytes.withUnsafeBytes { tap.feed($0) }
+        return (tap.usage, tap.readFromEnd)
+    }
+
+    @Test func backwardReadAgreesWithTheForwardScan() {
+        var taken = 0
+        for (mode, body) in UsageTapTests.wholeBodies {
+            let bytes = Array(body.utf8)
+            let forward = UsageTapTests.run(mode, [bytes[...]])
+            let (backward, fromEnd) = UsageTapTests.run(mode, whole: bytes[...])
+            #expect(backward == forward, "\(body)")
+            if fromEnd { taken += 1 }
+            // Split anywhere, the first feed is not the whole body: the forward scan, with the same answer.
+            for cut in 0...bytes.count {
+                var tap = UsageTap(mode: mode, bodyLength: bytes.count)
+                bytes[..<cut].withUnsafeBytes { tap.feed($0) }
+                bytes[cut...].withUnsafeBytes { tap.feed($0) }
+                #expect(tap.usage == forward, "cut at \(cut): \(body)")
+                if tap.usage != forward { break }
+            }
+            // A length that is not the body's: the forward scan.
+            var tap = UsageTap(mode: mode, bodyLength: bytes.count + 1)
+            bytes.withUnsafeBytes { tap.feed($0) }
+            #expect(tap.usage == forward && !tap.readFromEnd)
+        }
+        #expect(taken >= 40, "the backward read is taken where it can be")
+        // Where the usage is last and whole, it is read from the end.
+        for (mode, body, _) in UsageTapTests.cases where mode == .openAIJSON || mode == .anthropicJSON {
+            #expect(UsageTapTests.run(mode, whole: Array(body.utf8)[...]).1)
+        }
+        // Streams ignore the length.
+        let sse = Array(UsageTapTests.openAISSE.utf8)
+        #expect(UsageTapTests.run(.openAISSE, whole: sse[...]) == (Usage(promptTokens: 19, completionTokens: 16), false))
+    }
+
+    /// The whole body at every offset of a word, and with its bytes that matter (quotes, backslash runs, brackets)
+    /// at every offset too.
+    @Test func backwardReadAtEveryWordOffset() {
+        for (mode, body) in UsageTapTests.wholeBodies.prefix(60) {
+            let bytes = Array(body.utf8)
+            let forward = UsageTapTests.run(mode, [bytes[...]])
+            for shift in 0..<8 {
+                let buffer = [UInt8](repeating: UInt8(ascii: "\""), count: shift) + bytes + [UInt8(ascii: "\\")]
+                let slice = buffer[shift..<(shift + bytes.count)]
+                #expect(UsageTapTests.run(mode, whole: slice).0 == forward, "shift \(shift): \(body)")
+                let padded = Array((String(repeating: " ", count: shift) + body + String(repeating: "\n", count: shift)).utf8)
+                #expect(UsageTapTests.run(mode, whole: padded[...]).0 == forward, "pad \(shift): \(body)")
+            }
+        }
+        for shift in 0..<8 {
+            let pad = String(repeating: "x", count: shift)
+            let body = #"{"id":"\#(pad)","note":"\#(pad)\\\\\"usage\":{\"prompt_tokens\":9}\\","list":[{"\#(pad)":"]}"}],"#
+                + #""usage":{"prompt_tokens":\#(10 + shift),"completion_tokens":7,"d\#(pad)":{"k":"}\\\""}},"\#(pad)":"\\"}"#
+            let bytes = Array(body.utf8)
+            let (usage, fromEnd) = UsageTapTests.run(.openAIJSON, whole: bytes[...])
+            #expect(usage == Usage(promptTokens: 10 + shift, completionTokens: 7) && fromEnd, "\(body)")
+            #expect(usage == UsageTapTests.run(.openAIJSON, [bytes[...]]))
+        }
+    }
+
+    /// Truncated and mangled bodies: never a crash, never a read outside the body (the address sanitizer and
+    /// exclusive slices would show it), and only answers the forward scan could give for a well-formed prefix.
+    @Test func malformedBodiesDoNotCrashTheBackwardRead() {
+        var seed: UInt64 = 0x9E37_79B9_7F4A_7C15
+        func next() -> Int {
+            seed ^= seed << 13
+            seed ^= seed >> 7
+            seed ^= seed << 17
+            return Int(seed >> 1)
+        }
+        let structural = Array(#"{}[]":,\ 0-e"#.utf8)
+        for (mode, body) in UsageTapTests.wholeBodies.prefix(40) {
+            let bytes = Array(body.utf8)
+            for end in 0...bytes.count {
+                _ = UsageTapTests.run(mode, whole: bytes[..<end])
+                _ = UsageTapTests.run(mode, whole: bytes[(bytes.count - end)...])
+            }
+            for _ in 0..<200 {
+                var mangled = bytes
+                for _ in 0..<(1 + next() % 4) where !mangled.isEmpty {
+                    mangled[next() % mangled.count] = structural[next() % structural.count]
+                }
+                let copy = Array(mangled)
+                _ = UsageTapTests.run(mode, whole: copy[...])
+            }
+        }
+        for text in ["}", "{}", "{\"", "{\"usage\"}", "{\"usage\":}", "{:{}}", "{\"\\\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":2}}",
+                     "\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":2}}", "{\"usage\":{\"prompt_tokens\":1,\"completion_tokens\":2}"] {
+            let bytes = Array(text.utf8)
+            #expect(UsageTapTests.run(.openAIJSON, whole: bytes[...]).0 == UsageTapTests.run(.openAIJSON, [bytes[...]]), "\(text)")
         }
     }
 }

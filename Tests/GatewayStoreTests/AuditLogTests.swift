@@ -83,6 +83,39 @@ import Testing
         log.close()
     }
 
+    @Test func runsOfEveryLengthBetweenSideRowRecordsKeepEveryField() throws {
+        // Runs of 0 ... 33 plain records, each followed by a tagged one: every split of a run into INSERTs of 16, 8,
+        // 4, 2 and 1 rows, with the one-by-one path in between.
+        let dir = temporaryDirectory()
+        defer { removeDirectory(dir) }
+        let path = dir + "/audit.db"
+        let log = try AuditLog(path: path, batchSize: 1_000_000, batchIntervalMs: 10_000)
+        var sent: [String: AuditRecord] = [:]
+        var index = 0
+        for run in 0...33 {
+            for position in 0...run {
+                var record = sampleRecord(index)
+                if position < run {
+                    record.tags = ""
+                    record.groups = index % 2 == 0 ? [] : ["team-b"]
+                } else {
+                    record.tags = "env=prod,run=\(run)"
+                }
+                sent[record.requestID] = record
+                log.enqueue(record)
+                index += 1
+            }
+        }
+        #expect(log.flush())
+        let store = try Store(path: path)
+        let rows = try store.logs(limit: 10_000, includeBodies: true)
+        #expect(rows.count == sent.count)
+        for row in rows { #expect(row == sent[row.requestID], "\(row.requestID)") }
+        let tags = Dictionary(uniqueKeysWithValues: try store.usage(by: .tag).map { ($0.value, $0.requests) })
+        #expect(tags["env=prod"] == sent.values.filter { $0.tags.contains("env=prod") }.count)
+        log.close()
+    }
+
     @Test func flushWaitsForEverythingEnqueuedBefore() throws {
         let dir = temporaryDirectory()
         defer { removeDirectory(dir) }
