@@ -29,6 +29,9 @@ public struct InstructionsRecord: Codable, Sendable, Equatable {
     public var warmup_requests: Int
     public var requests: Int
     public var connections: Int
+    /// "http1", or "h2c" with `streams_per_connection` streams on each connection.
+    public var protocol_name: String?
+    public var streams_per_connection: Int?
     /// The dump's `summary:` (else `totals:`) line: instructions (Ir) between --zero and --dump.
     public var dump_line: String?
     public var instructions: UInt64?
@@ -90,7 +93,11 @@ enum DeterministicRuns {
     static let connections = 4
 
     /// A closed-loop run of exactly `count` requests on `connections` connections, nothing discarded.
-    static func send(_ count: Int, to url: String, loadCPUs: [Int], promptBytes: Int = 300) throws(SuiteError) -> RunResult {
+    /// Streams per connection of the h2c load (`gwbench run --h2c -m 32`).
+    static let h2cStreams = 32
+
+    /// `h2c`: HTTP/2 without TLS, `h2cStreams` streams on each connection; else HTTP/1.1.
+    static func send(_ count: Int, to url: String, loadCPUs: [Int], promptBytes: Int = 300, h2c: Bool = false) throws(SuiteError) -> RunResult {
         let target: BenchTarget
         do {
             target = try BenchTarget(parsing: url)
@@ -101,6 +108,10 @@ enum DeterministicRuns {
         spec.promptBytes = promptBytes
         var config = LoadConfig(target: target, request: spec)
         config.connections = connections
+        if h2c {
+            config.httpProtocol = .h2c
+            config.streamsPerConnection = h2cStreams
+        }
         config.threads = 1
         config.durationNs = nil
         config.requestCount = count
@@ -126,8 +137,12 @@ enum DeterministicRuns {
 
     // MARK: Instructions
 
-    static func instructions(launch: GatewayLaunch, warmup: Int = 300, requests: Int = 6000, say: (String) -> Void) -> InstructionsRecord {
+    /// `h2c`: the load is h2c (`h2cStreams` streams per connection), the gateway's HTTP/2 front; else HTTP/1.1.
+    static func instructions(launch: GatewayLaunch, h2c: Bool = false, warmup: Int = 300, requests: Int = 6000,
+                             say: (String) -> Void) -> InstructionsRecord {
         var record = InstructionsRecord(status: "skipped", warmup_requests: warmup, requests: requests, connections: connections)
+        record.protocol_name = h2c ? "h2c" : "http1"
+        record.streams_per_connection = h2c ? h2cStreams : 1
         guard let valgrind = Tool.find("valgrind"), let control = Tool.find("callgrind_control") else {
             record.note = "valgrind (with callgrind_control) is not installed: apt-get install valgrind"
             return record
@@ -136,7 +151,7 @@ enum DeterministicRuns {
         record.tool = version.output.split(separator: "\n").first.map(String.init)
         // valgrind cannot read the debug info of our binaries ("Possibly corrupted debuginfo file"): run a copy
         // without it.
-        let dir = launch.directory + "/callgrind"
+        let dir = launch.directory + (h2c ? "/callgrind-h2c" : "/callgrind")
         mkdir(dir, 0o755)
         let copy = dir + "/gateway"
         let copied = Tool.run(["cp", launch.binary, copy], in: launch.directory)
@@ -163,10 +178,10 @@ enum DeterministicRuns {
             let url = try gateway.waitForURL(timeoutNs: 60_000_000_000)
             record.startup_s = Double(Clock.monotonicNs() - started) / 1e9
             say("callgrind: gateway up after \(Format.fixed(record.startup_s!, 1)) s at \(url); \(warmup) warm-up requests")
-            _ = try send(warmup, to: url, loadCPUs: launch.loadCPUs)
+            _ = try send(warmup, to: url, loadCPUs: launch.loadCPUs, h2c: h2c)
             let zero = Tool.run([control, "--zero", "\(gateway.pid)"], in: dir, timeoutNs: 60_000_000_000)
             guard zero.ok else { return failed(record, "callgrind_control --zero: \(zero.output)") }
-            let counted = try send(requests, to: url, loadCPUs: launch.loadCPUs)
+            let counted = try send(requests, to: url, loadCPUs: launch.loadCPUs, h2c: h2c)
             record.responses = counted.stats.counters.responses
             let dump = Tool.run([control, "--dump", "\(gateway.pid)"], in: dir, timeoutNs: 60_000_000_000)
             guard dump.ok else { return failed(record, "callgrind_control --dump: \(dump.output)") }
@@ -187,7 +202,7 @@ enum DeterministicRuns {
         record.instructions = parsed.value
         record.instructions_per_request = Double(parsed.value) / Double(requests)
         record.status = "ran"
-        say("callgrind: \(parsed.value) instructions over \(requests) requests: "
+        say("callgrind (\(h2c ? "h2c" : "HTTP/1.1")): \(parsed.value) instructions over \(requests) requests: "
             + "\(Format.fixed(record.instructions_per_request!, 0)) per request")
         return record
     }

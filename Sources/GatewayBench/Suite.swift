@@ -249,15 +249,20 @@ public final class SuiteRunner {
         let launch = GatewayLaunch(binary: options.binDir + "/gateway", configPath: configPath, directory: workDir,
                                    pin: pin, loadCPUs: loadCPUs)
         var instructions: InstructionsRecord?
+        var h2cInstructions: InstructionsRecord?
         if options.wants("instructions") {
-            log("instructions per proxied request (callgrind)")
-            let result = DeterministicRuns.instructions(launch: launch) { log($0) }
-            if result.status == "failed" { problems.append("instructions: \(result.note ?? "failed")") }
-            if result.status == "skipped" { log("instructions skipped: \(result.note ?? "")") }
-            if let status = result.gateway_exit_status, status != 0 {
-                problems.append("the callgrind gateway exited with status \(status), not 0")
+            // HTTP/1.1, then the same requests over h2c: each protocol's front has its own cost to hold.
+            for h2c in [false, true] {
+                let name = h2c ? "h2c" : "HTTP/1.1"
+                log("instructions per proxied request, \(name) (callgrind)")
+                let result = DeterministicRuns.instructions(launch: launch, h2c: h2c) { log($0) }
+                if result.status == "failed" { problems.append("instructions (\(name)): \(result.note ?? "failed")") }
+                if result.status == "skipped" { log("instructions skipped: \(result.note ?? "")") }
+                if let status = result.gateway_exit_status, status != 0 {
+                    problems.append("the callgrind gateway (\(name)) exited with status \(status), not 0")
+                }
+                if h2c { h2cInstructions = result } else { instructions = result }
             }
-            instructions = result
         }
         var allocations: AllocationsRecord?
         if options.wants("allocations") {
@@ -277,7 +282,8 @@ public final class SuiteRunner {
             self.gwmock = nil
         }
 
-        var (gate, sources, notes) = gateFigures(scenarios: scenarios, instructions: instructions, allocations: allocations)
+        var (gate, sources, notes) = gateFigures(scenarios: scenarios, instructions: instructions, h2cInstructions: h2cInstructions,
+                                                 allocations: allocations)
         if !options.wants("1") { notes.append("scenario 1 not run (--only): no throughput, latency or CPU figures") }
         if let busy = noise.first(where: { $0.window == "scenario 1" }), busy.busiest > 0.1 {
             notes.append("machine: other processes took \(busy.summary) of the CPUs during scenario 1: its figures (throughput, "
@@ -290,7 +296,8 @@ public final class SuiteRunner {
             machine: machine, arrangement: arrangement,
             binaries: ["gateway": options.binDir + "/gateway", "gwmock": options.binDir + "/gwmock", "gwbench": options.binDir + "/gwbench"],
             targets: targets, gate: gate, gate_sources: sources, gate_notes: notes, scenarios: scenarios,
-            instructions: instructions, allocations: allocations, noise: noise, processes: exits, problems: problems)
+            instructions: instructions, h2c_instructions: h2cInstructions, allocations: allocations, noise: noise, processes: exits,
+            problems: problems)
         let files = try write(report)
         if problems.isEmpty { removeWorkDir() } else { log("kept \(workDir) (logs of the run)") }
         return SuiteOutcome(report: report, files: files, outcomes: outcomes)
@@ -856,7 +863,8 @@ public final class SuiteRunner {
         return via / direct
     }
 
-    func gateFigures(scenarios: [ScenarioRecord], instructions: InstructionsRecord?, allocations: AllocationsRecord?)
+    func gateFigures(scenarios: [ScenarioRecord], instructions: InstructionsRecord?, h2cInstructions: InstructionsRecord? = nil,
+                     allocations: AllocationsRecord?)
         -> (GateFigures, [String: String], [String])
     {
         var gate = GateFigures()
@@ -874,6 +882,8 @@ public final class SuiteRunner {
             "instructions_per_request": "a fresh gateway (debug info stripped) under valgrind --tool=callgrind: the dump's "
                 + "summary (Ir) between callgrind_control --zero and --dump over 6,000 requests (4 connections, after 300 "
                 + "warm-up requests) ÷ 6,000",
+            "h2c_instructions_per_request": "as instructions_per_request, with the requests sent over h2c (4 connections, "
+                + "\(DeterministicRuns.h2cStreams) streams each): the gateway's HTTP/2 front (nghttp2) before the same proxy path",
         ]
         let overhead = scenarios.first { $0.number == 1 }
         if let throughput = outcomes["overhead-throughput"] {
@@ -899,6 +909,14 @@ public final class SuiteRunner {
             if gate.instructions_per_request == nil { notes.append("instructions_per_request: \(instructions.status): \(instructions.note ?? "")") }
         } else {
             notes.append("instructions_per_request: not asked for (--only)")
+        }
+        if let h2cInstructions {
+            gate.h2c_instructions_per_request = h2cInstructions.instructions_per_request
+            if gate.h2c_instructions_per_request == nil {
+                notes.append("h2c_instructions_per_request: \(h2cInstructions.status): \(h2cInstructions.note ?? "")")
+            }
+        } else {
+            notes.append("h2c_instructions_per_request: not asked for (--only)")
         }
         if let allocations {
             gate.allocations_per_request = allocations.allocations_per_request
@@ -940,7 +958,8 @@ public final class SuiteRunner {
         }
         if let instructions = report.instructions {
             let file = SuiteScenarioFile(kind: "suite-instructions", date: report.date, command: report.command, machine: report.machine,
-                                         arrangement: report.arrangement, instructions: instructions)
+                                         arrangement: report.arrangement, instructions: instructions,
+                                         h2c_instructions: report.h2c_instructions)
             try save(try encode(file), "\(report.date)-instructions.json")
         }
         if let allocations = report.allocations {

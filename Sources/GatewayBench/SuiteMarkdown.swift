@@ -78,6 +78,13 @@ public enum SuiteMarkdown {
             } else {
                 md.append("_\(i.status): \(i.note ?? "")_")
             }
+            if let h = report.h2c_instructions {
+                md.append("")
+                md.append(h.status == "ran"
+                    ? "Over h2c (the same requests, \(h.connections) connections with \(h.streams_per_connection ?? 1) streams each): "
+                        + "**\(h.instructions_per_request.map { Format.fixed($0, 0) } ?? "–") instructions per request**."
+                    : "_h2c: \(h.status): \(h.note ?? "")_")
+            }
         } else {
             md.append("_not asked for_")
         }

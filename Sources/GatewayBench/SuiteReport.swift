@@ -113,6 +113,8 @@ public struct SuiteReport: Codable, Sendable, Equatable {
     public var gate_notes: [String]
     public var scenarios: [ScenarioRecord]
     public var instructions: InstructionsRecord?
+    /// The same as `instructions`, with the requests over h2c.
+    public var h2c_instructions: InstructionsRecord?
     public var allocations: AllocationsRecord?
     /// How much of each CPU other processes took while the noisy figures were measured.
     public var noise: [NoiseRecord]?
@@ -134,5 +136,6 @@ public struct SuiteScenarioFile: Codable, Sendable, Equatable {
     public var arrangement: SuiteArrangement
     public var scenario: ScenarioRecord?
     public var instructions: InstructionsRecord?
+    public var h2c_instructions: InstructionsRecord?
     public var allocations: AllocationsRecord?
 }

@@ -6,7 +6,7 @@ import Testing
 @Suite struct GateTests {
     static let baselineFigures = GateFigures(
         throughput_ratio: 0.90, delta_p99_over_direct_p50: 4.0, cpu_per_request_ratio: 2.0,
-        allocations_per_request: 0.001, instructions_per_request: 17_000)
+        allocations_per_request: 0.001, instructions_per_request: 17_000, h2c_instructions_per_request: 34_000)
 
     static func document(_ figures: GateFigures, extra: String = "") throws -> GateDocument {
         let gate = try JSONOutput.encode(figures)
@@ -35,6 +35,7 @@ import Testing
         current.cpu_per_request_ratio = 2.5  // +25% of +30%
         current.allocations_per_request = 0.4  // +0.399 of +0.5
         current.instructions_per_request = 17_500  // +2.9% of +3%
+        current.h2c_instructions_per_request = 34_980  // +2.9% of +3%
         let verdicts = GateCheck.verdicts(baseline: try GateTests.document(GateTests.baselineFigures),
                                           current: try GateTests.document(current))
         #expect(verdicts.allSatisfy { $0.outcome == .ok }, "\(verdicts)")
@@ -48,6 +49,7 @@ import Testing
             ("cpu_per_request_ratio", { $0.cpu_per_request_ratio = 2.7 }),
             ("allocations_per_request", { $0.allocations_per_request = 1.0 }),
             ("instructions_per_request", { $0.instructions_per_request = 17_600 }),
+            ("h2c_instructions_per_request", { $0.h2c_instructions_per_request = 35_100 }),
         ]
         for (name, change) in worse {
             var current = GateTests.baselineFigures
@@ -62,6 +64,15 @@ import Testing
             #expect(table.contains("REGRESSION"))
             #expect(table.contains("FAIL: \(name)"))
         }
+    }
+
+    @Test func aBaselineFromBeforeTheH2CFigureStillPasses() throws {
+        // Baselines written before the h2c figure existed: it is shown, not compared.
+        let old = try GateDocument.parse(#"{"gate": {"throughput_ratio": 0.9, "delta_p99_over_direct_p50": 4.0, "#
+            + #""cpu_per_request_ratio": 2.0, "allocations_per_request": 0.001, "instructions_per_request": 17000}}"#)
+        let verdicts = GateCheck.verdicts(baseline: old, current: try GateTests.document(GateTests.baselineFigures))
+        #expect(try GateTests.verdict("h2c_instructions_per_request", verdicts).outcome == .noBaseline)
+        #expect(GateCheck.passed(verdicts))
     }
 
     @Test func theAbsoluteFloorAppliesToSmallDeltas() throws {
@@ -101,7 +112,7 @@ import Testing
         // Absent altogether, with the suite's note on why.
         let absent = try GateDocument.parse(#"{"gate": {"throughput_ratio": 0.9}, "gate_notes": ["cpu_per_request_ratio: unreadable"]}"#)
         let all = GateCheck.verdicts(baseline: try GateTests.document(GateTests.baselineFigures), current: absent)
-        #expect(all.filter(\.failed).count == 4)
+        #expect(all.filter(\.failed).count == GateFigureSpec.all.count - 1)
         #expect(try GateTests.verdict("cpu_per_request_ratio", all).message.contains("unreadable"))
         #expect(GateCheck.table(all, baselinePath: "b", currentPath: "c").contains("MISSING"))
     }
@@ -110,7 +121,7 @@ import Testing
         let base = try GateDocument.parse(#"{"gate": {"throughput_ratio": 0.9}}"#)
         let verdicts = GateCheck.verdicts(baseline: base, current: try GateTests.document(GateTests.baselineFigures))
         #expect(GateCheck.passed(verdicts))
-        #expect(verdicts.filter { $0.outcome == .noBaseline }.count == 4)
+        #expect(verdicts.filter { $0.outcome == .noBaseline }.count == GateFigureSpec.all.count - 1)
         #expect(try GateTests.verdict("throughput_ratio", verdicts).outcome == .ok)
     }
 
