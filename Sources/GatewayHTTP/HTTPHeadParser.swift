@@ -312,6 +312,15 @@ public final class HTTPHeadParser {
             if first == UInt8(ascii: "\n") { return .bad("bare LF in header section") }
             if first == UInt8(ascii: " ") || first == UInt8(ascii: "\t") { return .bad("obsolete line folding is not allowed") }
             let nameStart = p
+            // Letters, digits and `-` eight at a time; the byte loop decides from the first other byte on.
+            while p + 8 <= end {
+                let flagged = HTTPBytes.nameBytes(UInt64(littleEndian: base.loadUnaligned(fromByteOffset: p, as: UInt64.self)))
+                if flagged != 0x8080_8080_8080_8080 {
+                    p += (~flagged & 0x8080_8080_8080_8080).trailingZeroBitCount >> 3
+                    break
+                }
+                p += 8
+            }
             while p < end, HTTPBytes.isToken(byte(p)) { p += 1 }
             guard p < end, byte(p) == UInt8(ascii: ":"), p > nameStart else {
                 return .bad("invalid header name")
