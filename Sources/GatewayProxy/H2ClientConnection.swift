@@ -617,7 +617,7 @@ final class H2Stream: ClientStreamTransport {
     }
 
     private func appendRequest(_ text: StaticString) {
-        appendRequest(UnsafeRawBufferPointer(start: text.utf8Start, count: text.utf8CodeUnitCount))
+        appendRequest(H2Stream.bytes(text))
     }
 
     private func appendRequest(_ bytes: UnsafeRawBufferPointer) {
