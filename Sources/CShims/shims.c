@@ -35,8 +35,27 @@ int CShims_available_cpus(void) {
     return n > 0 ? n : 1;
 }
 
+_Static_assert(CShims_SCHED_OTHER == SCHED_OTHER && CShims_SCHED_IDLE == SCHED_IDLE, "scheduling policy values");
+
+int CShims_sched_setscheduler(int tid, int policy) {
+    struct sched_param param = {.sched_priority = 0};
+    return sched_setscheduler(tid, policy, &param);
+}
+
+int CShims_sched_getscheduler(int tid) {
+    return sched_getscheduler(tid);
+}
+
+int CShims_gettid(void) {
+    return (int)gettid();
+}
+
 void *CShims_memmem(const void *haystack, size_t hlen, const void *needle, size_t nlen) {
     return memmem(haystack, hlen, needle, nlen);
+}
+
+void *CShims_memrchr(const void *s, int c, size_t n) {
+    return memrchr(s, c, n);
 }
 
 uint64_t CShims_monotonic_ns(void) {

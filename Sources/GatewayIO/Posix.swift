@@ -175,3 +175,29 @@ public enum CPU {
     @discardableResult
     public static func pin(pid: Int32, to cpu: Int) -> Bool { CShims_pin_pid_to_cpu(pid, Int32(cpu)) == 0 }
 }
+
+/// A thread's scheduling class, for background threads that must not delay the reactors.
+public enum ThreadScheduling: Sendable, Equatable {
+    /// SCHED_OTHER: the normal, fair-share policy.
+    case normal
+    /// SCHED_IDLE: runs only on CPU time that no normal thread wants.
+    case idle
+
+    /// The calling thread's kernel id (what `set` and `current` take).
+    public static var currentThreadID: Int32 { CShims_gettid() }
+
+    /// Moves a thread (0: the calling one) to `policy`. Leaving `.idle` needs CAP_SYS_NICE or an RLIMIT_NICE of 20.
+    @discardableResult
+    public static func set(_ policy: ThreadScheduling, thread: Int32 = 0) -> Bool {
+        CShims_sched_setscheduler(thread, policy == .idle ? Int32(CShims_SCHED_IDLE) : Int32(CShims_SCHED_OTHER)) == 0
+    }
+
+    /// A thread's policy (0: the calling one); nil when it is neither of these or the thread is gone.
+    public static func current(thread: Int32 = 0) -> ThreadScheduling? {
+        switch CShims_sched_getscheduler(thread) {
+        case Int32(CShims_SCHED_IDLE): .idle
+        case Int32(CShims_SCHED_OTHER): .normal
+        default: nil
+        }
+    }
+}

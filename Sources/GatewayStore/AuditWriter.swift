@@ -83,10 +83,12 @@ final class AuditWriter: @unchecked Sendable {
     // MARK: The loop
 
     func run() {
+        startPriority()
         nextPruneAtNs = UTCTime.monotonicNs()
         var prunesSeen = 0
         while true {
             let stopping = shared.stopRequested.load(ordering: .acquiring)
+            choosePriority(stopping: stopping)
             let now = UTCTime.monotonicNs()
             let databaseHealthy = now >= databaseRetryAtNs
             let importReady = databaseHealthy && spillImportWanted()
@@ -101,6 +103,7 @@ final class AuditWriter: @unchecked Sendable {
             shared.queue.withLock { state in
                 swap(&state.records, &spareRecords)
                 swap(&state.overflow, &spareOverflow)
+                state.raiseWriterAt = configuration.backlogRecords
             }
             if !spareOverflow.isEmpty {
                 // The queue was full: the excess goes to the spill file first, it is the cheap write.
@@ -131,6 +134,30 @@ final class AuditWriter: @unchecked Sendable {
             shared.progress.withLock { shared.progress.broadcast() }
         }
         finish()
+    }
+
+    // MARK: CPU priority
+
+    /// Publishes the thread id and finds out whether the writer may move between policies: it can always drop to
+    /// SCHED_IDLE, but coming back needs a privilege (see `AuditLog`), so both moves are tried once here.
+    private func startPriority() {
+        shared.writerThreadID.store(ThreadScheduling.currentThreadID, ordering: .releasing)
+        let adaptive = ThreadScheduling.set(.idle) && ThreadScheduling.set(.normal)
+        if !adaptive {
+            ThreadScheduling.set(.normal)
+            Log.info("audit log: the writer keeps the normal CPU priority (leaving SCHED_IDLE needs CAP_SYS_NICE or RLIMIT_NICE 20)")
+        }
+        shared.writerAdaptive.store(adaptive, ordering: .releasing)
+    }
+
+    /// Background (SCHED_IDLE) while caught up; normal while records back up, someone waits, or it is stopping.
+    /// A producer that raised it meanwhile wins within `backlogRecords` more records (it raises again at each mark).
+    private func choosePriority(stopping: Bool) {
+        guard shared.writerAdaptive.load(ordering: .relaxed) else { return }
+        let behind = stopping || shared.flushWaiters.load(ordering: .relaxed) > 0
+            || shared.inMemory.load(ordering: .relaxed) >= configuration.backlogRecords
+        let wanted: ThreadScheduling = behind ? .normal : .idle
+        if ThreadScheduling.current() != wanted { ThreadScheduling.set(wanted) }
     }
 
     private func finish() {

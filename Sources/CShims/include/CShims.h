@@ -26,6 +26,18 @@ int CShims_pin_process_to_cpu(int cpu);
 /// sched_setaffinity(2) for another process (a child we started), to one CPU.
 int CShims_pin_pid_to_cpu(int pid, int cpu);
 
+/// The two scheduling policies the audit writer moves between (Linux ABI values; shims.c checks them).
+enum { CShims_SCHED_OTHER = 0, CShims_SCHED_IDLE = 5 };
+
+/// sched_setscheduler(2) for one thread (0: the calling one) with priority 0: 0, or -1 with errno.
+int CShims_sched_setscheduler(int tid, int policy);
+
+/// sched_getscheduler(2) for one thread (0: the calling one): its policy, or -1 with errno.
+int CShims_sched_getscheduler(int tid);
+
+/// gettid(2): the calling thread's kernel id, which the calls above take.
+int CShims_gettid(void);
+
 /// timerfd_create(2) with CLOCK_MONOTONIC, TFD_NONBLOCK and TFD_CLOEXEC.
 int CShims_timerfd_create(void);
 
@@ -37,6 +49,9 @@ int CShims_available_cpus(void);
 
 /// memmem(3): find a byte string inside a buffer.
 void *CShims_memmem(const void *haystack, size_t hlen, const void *needle, size_t nlen);
+
+/// memrchr(3): the last occurrence of a byte in a buffer.
+void *CShims_memrchr(const void *s, int c, size_t n);
 
 /// clock_gettime(CLOCK_MONOTONIC) in nanoseconds.
 uint64_t CShims_monotonic_ns(void);

@@ -1,0 +1,75 @@
+import Foundation
+import Testing
+import GatewayIO
+@testable import GatewayStore
+
+/// The writer's CPU priority (see `AuditLog`): background (SCHED_IDLE) while caught up, normal while records back up
+/// or a flush waits, background again once it has caught up. Observed with sched_getscheduler on the real thread.
+@Suite struct WriterPriorityTests {
+    /// Whether this process may leave SCHED_IDLE again: root, or an RLIMIT_NICE of 20.
+    private static var mayLeaveIdle: Bool {
+        var limit = rlimit()
+        getrlimit(__rlimit_resource_t(13), &limit)  // RLIMIT_NICE, which Glibc's module does not export
+        return geteuid() == 0 || limit.rlim_cur >= 20
+    }
+
+    /// Polls `condition` every millisecond for up to `seconds`.
+    private func eventually(_ seconds: Double = 5, _ condition: () -> Bool) -> Bool {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            if condition() { return true }
+            usleep(1000)
+        }
+        return condition()
+    }
+
+    @Test func backgroundWhileCaughtUpNormalWhileBackedUp() throws {
+        let dir = temporaryDirectory()
+        defer { removeDirectory(dir) }
+        // The writer only wakes for a full batch (1,000) or after a minute: the backlog mark (100) is crossed
+        // while it sleeps, so the raise can only come from the producer.
+        let log = try AuditLog(path: dir + "/audit.db", batchSize: 1000, batchIntervalMs: 60_000, backlogRecords: 100)
+        defer { log.close() }
+        #expect(eventually { log.writerScheduling != nil })
+        #expect(log.writerPriorityIsAdaptive == Self.mayLeaveIdle)
+        guard log.writerPriorityIsAdaptive else {
+            // Without the privilege it never drops to SCHED_IDLE, so it can never be starved.
+            #expect(log.writerScheduling == .normal)
+            return
+        }
+        #expect(eventually { log.writerScheduling == .idle })
+
+        for index in 0..<99 { log.enqueue(sampleRecord(index, thread: 0)) }
+        #expect(log.writerScheduling == .idle)
+        log.enqueue(sampleRecord(99, thread: 0))
+        // Raised synchronously by the enqueue that crossed the mark.
+        #expect(log.writerScheduling == .normal)
+
+        #expect(log.flush(timeoutMs: 10_000))
+        #expect(log.writtenRecords == 100)
+        // Caught up: back to the background.
+        #expect(eventually { log.writerScheduling == .idle })
+
+        // Each further mark raises it again, even if it lowered itself in between.
+        for index in 100..<199 { log.enqueue(sampleRecord(index, thread: 0)) }
+        #expect(log.writerScheduling == .idle)
+        log.enqueue(sampleRecord(199, thread: 0))
+        #expect(log.writerScheduling == .normal)
+        #expect(log.flush(timeoutMs: 10_000))
+        #expect(log.writtenRecords == 200)
+    }
+
+    /// A flush raises it at once, so that a waiting caller (SIGTERM, the admin API) is not left behind busy reactors.
+    @Test func flushRaisesTheWriter() throws {
+        guard Self.mayLeaveIdle else { return }
+        let dir = temporaryDirectory()
+        defer { removeDirectory(dir) }
+        let log = try AuditLog(path: dir + "/audit.db", batchSize: 1000, batchIntervalMs: 60_000)
+        defer { log.close() }
+        #expect(eventually { log.writerScheduling == .idle })
+        for index in 0..<10 { log.enqueue(sampleRecord(index, thread: 0)) }
+        #expect(log.flush(timeoutMs: 10_000))
+        #expect(log.writtenRecords == 10)
+        #expect(eventually { log.writerScheduling == .idle })
+    }
+}
