@@ -53,7 +53,7 @@ let package = Package(
         // Policy: keys, groups, limits, budgets, prices and usage; no I/O of its own.
         .target(
             name: "GatewayPolicy",
-            dependencies: ["GatewayIO", "GatewayHTTP", "GatewayConfig", "COpenSSL"],
+            dependencies: ["GatewayIO", "GatewayHTTP", "GatewayConfig", "COpenSSL", "CShims"],
             swiftSettings: swiftSettings
         ),
         // Store: the audit writer thread, SQLite, reports; persisted keys, groups and spend.

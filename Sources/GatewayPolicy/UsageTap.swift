@@ -9,6 +9,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import CShims
 
 /// Extracts `Usage` from a response body fed in chunks as they arrive.
 ///
@@ -477,14 +478,6 @@ public struct UsageTap: Sendable {
         byte == 0x20 || byte == 0x0A || byte == 0x0D || byte == 0x09
     }
 
-    /// Bit 7 set in each byte of `x` that is zero, and only there (unlike `zeroBytes`, exact in every byte, so a
-    /// word can be read from its highest match down).
-    @inline(__always)
-    private static func exactZeroBytes(_ x: UInt64) -> UInt64 {
-        let low7 = ones &* 0x7F
-        return ~(((x & low7) &+ low7) | x | low7)
-    }
-
     /// The first eight bytes of `text` (zero-padded) as a little-endian word, as `word` reads a body.
     @inline(__always)
     private static func constant(_ text: StaticString) -> UInt64 {
@@ -546,25 +539,14 @@ public struct UsageTap: Sendable {
     /// that no odd run of backslashes precedes is a string's delimiter, so such a string is not inside another.
     /// -1 too when that value is not an object, or when the quote's escaping cannot be told.
     private static func lastUsageKey(_ p: UnsafePointer<UInt8>, _ low: Int, _ last: Int) -> Int {
-        // Found by its `g`, the rarest of its letters in usage objects; the word is read from its highest match down.
-        let g = UInt8(ascii: "g")
+        // Found by its `g`, the rarest of its letters near a body's end, with memrchr (vectorized: a byte loop or
+        // a word at a time took about 900 instructions for OpenAI's usage object and the two members after it).
         var end = last
-        while end > low {
-            let start = max(low, end - 8)
-            var hits: UInt64
-            if end - start == 8 {
-                hits = exactZeroBytes(word(p, start) ^ (ones &* UInt64(g)))
-            } else {
-                hits = 0
-                for i in start..<end where p[i] == g { hits |= 0x80 << UInt64(8 * (i - start)) }
-            }
-            while hits != 0 {
-                let bit = 63 - hits.leadingZeroBitCount
-                hits &= ~(1 << UInt64(bit))
-                let found = usageKey(p, start + bit >> 3 - 4, low, last)
-                if found != -1 { return found }
-            }
-            end = start
+        while end > low, let hit = CShims_memrchr(p + low, Int32(UInt8(ascii: "g")), end - low) {
+            let g = UnsafeRawPointer(p).distance(to: UnsafeRawPointer(hit))
+            let found = usageKey(p, g - 4, low, last)
+            if found != -1 { return found }
+            end = g
         }
         return -1
     }
