@@ -61,10 +61,10 @@ extension AuditRecord {
             startNs: Int64(record.startWallNs), endNs: Int64(record.startWallNs + record.totalNs),
             totalLatencyUs: Int64(record.totalNs / 1000), upstreamLatencyUs: Int64(record.upstreamNs / 1000),
             overheadUs: Int64(record.overheadNs / 1000), ttfbUs: Int64(ttfb / 1000),
-            requestedModel: record.modelName ?? "", deployment: deployment, attempts: attempts, status: record.status,
+            requestedModel: record.modelName ?? "", deployment: deployment, attempts: attempts, attemptLog: attemptLog,
+            status: record.status,
             errorCode: record.errorCode?.rawValue, promptTokens: promptTokens, completionTokens: completionTokens,
             costMicroUSD: costMicroUSD, streamed: record.streamed, bytesIn: Int64(record.bytesIn),
             bytesOut: Int64(record.bytesOut), requestBody: requestBody, responseBody: responseBody)
-        self.attemptLog = attemptLog
     }
 }

@@ -39,6 +39,9 @@ public struct AuditRecord: Sendable, Equatable {
     public var requestBody: String?
     public var responseBody: String?
 
+    /// Inlinable so that a caller in another module builds the record in place (otherwise it was built, copied and
+    /// the first one destroyed: a retain and a release for each of its strings).
+    @inlinable
     public init(
         requestID: String,
         keyID: String? = nil,
@@ -55,6 +58,7 @@ public struct AuditRecord: Sendable, Equatable {
         requestedModel: String = "",
         deployment: String = "",
         attempts: Int = 0,
+        attemptLog: String? = nil,
         status: Int,
         errorCode: String? = nil,
         promptTokens: Int = 0,
@@ -81,6 +85,7 @@ public struct AuditRecord: Sendable, Equatable {
         self.requestedModel = requestedModel
         self.deployment = deployment
         self.attempts = attempts
+        self.attemptLog = attemptLog
         self.status = status
         self.errorCode = errorCode
         self.promptTokens = promptTokens
