@@ -2,7 +2,8 @@
 # The cost of the control layer: the bare proxy (open mode) against the full policy (auth, RBAC, rate
 # limits, budget, audit log to SQLite, metrics), with gwbench compare in one interleaved run.
 #
-# Usage: scripts/bench-policy.sh [--rounds N] [--duration S] [--out DIR]
+# Usage: scripts/bench-policy.sh [--rounds N] [--duration S] [--rate-fraction F] [--out DIR]
+#   --rate-fraction F  the latency run's open-loop rate as a fraction of direct's maximum (default 0.5)
 #   Writes DIR/<YYYY-MM-DD>-policy-overhead.{json,md}. Environment: GW_BIN_DIR=DIR uses prebuilt binaries.
 # Arrangement on 2 CPUs: both gateways on CPU 0 (one measured at a time), gwmock and gwbench on CPU 1.
 set -euo pipefail
@@ -13,13 +14,15 @@ source "$(dirname "${BASH_SOURCE[0]}")/bench/policy-configs.sh"
 
 ROUNDS=3
 DURATION=5
+RATE_FRACTION=0.5
 OUT="$GW_ROOT/results"
 while (($# > 0)); do
     case "$1" in
     --rounds) ROUNDS="$2"; shift 2 ;;
     --duration) DURATION="${2%s}"; shift 2 ;;
+    --rate-fraction) RATE_FRACTION="$2"; shift 2 ;;
     --out) OUT="$2"; shift 2 ;;
-    -h | --help) sed -n '2,8p' "${BASH_SOURCE[0]}"; exit 0 ;;
+    -h | --help) sed -n '2,9p' "${BASH_SOURCE[0]}"; exit 0 ;;
     *) gw_die "unknown option $1 (see --help)" ;;
     esac
 done
@@ -70,9 +73,9 @@ COMMON=(--rounds "$ROUNDS" -d "${DURATION}s" --warmup 2s -c 32 --key sk-bench --
 gw_log "throughput: direct, bare, policy"
 "$BIN/gwbench" compare --direct "$DIRECT" --via "bare=$BARE" --via "policy=$POLICY" "${COMMON[@]}" \
     --json "$TMP/throughput.json" | tee "$TMP/throughput.txt"
-gw_log "latency at 50% of direct's maximum"
+gw_log "latency at $RATE_FRACTION of direct's maximum"
 "$BIN/gwbench" compare --direct "$DIRECT" --via "bare=$BARE" --via "policy=$POLICY" "${COMMON[@]}" \
-    --mode latency --rate-fraction 0.5 --json "$TMP/latency.json" | tee "$TMP/latency.txt"
+    --mode latency --rate-fraction "$RATE_FRACTION" --json "$TMP/latency.json" | tee "$TMP/latency.txt"
 
 RECORDS="$(sqlite3 "$TMP/audit.db" 'SELECT count(*) FROM audit' 2>/dev/null || echo '?')"
 DATE="$(date -u +%Y-%m-%d)"
@@ -95,7 +98,7 @@ PY
     cat "$TMP/throughput.txt"
     echo '```'
     echo
-    echo "## Latency (open loop at 50% of direct's maximum)"
+    echo "## Latency (open loop at $RATE_FRACTION of direct's maximum)"
     echo
     echo '```'
     cat "$TMP/latency.txt"
@@ -104,7 +107,7 @@ PY
     echo "## Command"
     echo
     echo '```'
-    echo "scripts/bench-policy.sh --rounds $ROUNDS --duration $DURATION"
+    echo "scripts/bench-policy.sh --rounds $ROUNDS --duration $DURATION --rate-fraction $RATE_FRACTION"
     echo '```'
 } >"$OUT/$DATE-policy-overhead.md"
 gw_log "wrote $OUT/$DATE-policy-overhead.md"
