@@ -192,6 +192,24 @@ public enum ThreadScheduling: Sendable, Equatable {
         CShims_sched_setscheduler(thread, policy == .idle ? Int32(CShims_SCHED_IDLE) : Int32(CShims_SCHED_OTHER)) == 0
     }
 
+    /// Whether a thread of this process can leave `.idle` again (CAP_SYS_NICE, or an RLIMIT_NICE of 20). Asked of
+    /// the kernel on a short-lived thread of its own, so that a refusal leaves no thread stuck at `.idle`.
+    public static var canLeaveIdle: Bool {
+        var thread = pthread_t()
+        var result: Int32 = 0
+        return withUnsafeMutablePointer(to: &result) { resultPointer in
+            let rc = pthread_create(&thread, nil, { argument in
+                let reversible = CShims_sched_setscheduler(0, Int32(CShims_SCHED_IDLE)) == 0
+                    && CShims_sched_setscheduler(0, Int32(CShims_SCHED_OTHER)) == 0
+                argument!.assumingMemoryBound(to: Int32.self).pointee = reversible ? 1 : 0
+                return nil
+            }, resultPointer)
+            guard rc == 0 else { return false }
+            pthread_join(thread, nil)
+            return resultPointer.pointee == 1
+        }
+    }
+
     /// A thread's policy (0: the calling one); nil when it is neither of these or the thread is gone.
     public static func current(thread: Int32 = 0) -> ThreadScheduling? {
         switch CShims_sched_getscheduler(thread) {

@@ -139,12 +139,11 @@ final class AuditWriter: @unchecked Sendable {
     // MARK: CPU priority
 
     /// Publishes the thread id and finds out whether the writer may move between policies: it can always drop to
-    /// SCHED_IDLE, but coming back needs a privilege (see `AuditLog`), so both moves are tried once here.
+    /// SCHED_IDLE, but coming back needs a privilege (see `AuditLog`). Without it the writer never drops.
     private func startPriority() {
         shared.writerThreadID.store(ThreadScheduling.currentThreadID, ordering: .releasing)
-        let adaptive = ThreadScheduling.set(.idle) && ThreadScheduling.set(.normal)
+        let adaptive = ThreadScheduling.canLeaveIdle
         if !adaptive {
-            ThreadScheduling.set(.normal)
             Log.info("audit log: the writer keeps the normal CPU priority (leaving SCHED_IDLE needs CAP_SYS_NICE or RLIMIT_NICE 20)")
         }
         shared.writerAdaptive.store(adaptive, ordering: .releasing)

@@ -6,11 +6,17 @@ import GatewayIO
 /// The writer's CPU priority (see `AuditLog`): background (SCHED_IDLE) while caught up, normal while records back up
 /// or a flush waits, background again once it has caught up. Observed with sched_getscheduler on the real thread.
 @Suite struct WriterPriorityTests {
-    /// Whether this process may leave SCHED_IDLE again: root, or an RLIMIT_NICE of 20.
+    /// Whether this process may leave SCHED_IDLE again, by the kernel's rule (can_nice): CAP_SYS_NICE in its
+    /// effective set (root in a container often lacks it), or an RLIMIT_NICE of 20 or more.
     private static var mayLeaveIdle: Bool {
         var limit = rlimit()
         getrlimit(__rlimit_resource_t(13), &limit)  // RLIMIT_NICE, which Glibc's module does not export
-        return geteuid() == 0 || limit.rlim_cur >= 20
+        if limit.rlim_cur >= 20 { return true }
+        let status = (try? String(contentsOfFile: "/proc/self/status", encoding: .utf8)) ?? ""
+        guard let line = status.split(separator: "\n").first(where: { $0.hasPrefix("CapEff:") }),
+              let caps = UInt64(line.dropFirst("CapEff:".count).trimmingCharacters(in: .whitespaces), radix: 16)
+        else { return false }
+        return caps & (1 << 23) != 0  // CAP_SYS_NICE
     }
 
     /// Polls `condition` every millisecond for up to `seconds`.
