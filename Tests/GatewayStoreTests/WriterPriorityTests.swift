@@ -45,18 +45,34 @@ import GatewayIO
         }
         #expect(eventually { log.writerScheduling == .idle })
 
-        for index in 0..<99 { log.enqueue(sampleRecord(index, thread: 0)) }
-        #expect(log.writerScheduling == .idle)
-        log.enqueue(sampleRecord(99, thread: 0))
-        // Raised synchronously by the enqueue that crossed the mark.
-        #expect(log.writerScheduling == .normal)
+        // Twice: once the writer has taken the queue, the mark counts from zero again.
+        for round in 0..<2 {
+            for index in 0..<99 { log.enqueue(sampleRecord(round * 100 + index, thread: 0)) }
+            #expect(log.writerScheduling == .idle)
+            log.enqueue(sampleRecord(round * 100 + 99, thread: 0))
+            // Raised synchronously by the enqueue that crossed the mark.
+            #expect(log.writerScheduling == .normal)
 
-        #expect(log.flush(timeoutMs: 10_000))
-        #expect(log.writtenRecords == 100)
-        // Caught up: back to the background.
+            #expect(log.flush(timeoutMs: 10_000))
+            #expect(log.writtenRecords == 100 * (round + 1))
+            // Caught up: back to the background.
+            #expect(eventually { log.writerScheduling == .idle })
+        }
+    }
+
+    /// The race the marks cover: the writer lowers itself just after a producer raised it. While it sleeps (or
+    /// starves) the queue keeps growing, and the next mark raises it again.
+    @Test func everyFurtherMarkRaisesAgain() throws {
+        guard Self.mayLeaveIdle else { return }
+        let dir = temporaryDirectory()
+        defer { removeDirectory(dir) }
+        let log = try AuditLog(path: dir + "/audit.db", batchSize: 1000, batchIntervalMs: 60_000, backlogRecords: 100)
+        defer { log.close() }
         #expect(eventually { log.writerScheduling == .idle })
-
-        // Each further mark raises it again, even if it lowered itself in between.
+        for index in 0..<100 { log.enqueue(sampleRecord(index, thread: 0)) }
+        #expect(log.writerScheduling == .normal)
+        // As if the writer had lowered itself a moment after that raise, without taking the queue.
+        #expect(ThreadScheduling.set(.idle, thread: log.shared.writerThreadID.load(ordering: .acquiring)))
         for index in 100..<199 { log.enqueue(sampleRecord(index, thread: 0)) }
         #expect(log.writerScheduling == .idle)
         log.enqueue(sampleRecord(199, thread: 0))
