@@ -86,6 +86,9 @@ public enum PrometheusText {
         sample(&out, "gateway_audit_spilled_total", [], String(audit.spilled))
         family(&out, "gateway_audit_dropped_total", "counter", "Audit records lost.")
         sample(&out, "gateway_audit_dropped_total", [], String(audit.dropped))
+        family(&out, "gateway_audit_writer_raises_total", "counter",
+               "Times the audit writer fell behind at its background CPU priority (SCHED_IDLE) and was raised to the normal one.")
+        sample(&out, "gateway_audit_writer_raises_total", [], String(audit.writerRaises))
 
         family(&out, "gateway_metrics_stale_threads", "gauge",
                "Reactor threads that did not answer this scrape in time; their last copy was used.")

@@ -56,7 +56,8 @@ public final class GatewayControl: AdminBackend, @unchecked Sendable {
         if let audit {
             metrics.setAuditSource {
                 AuditMetrics(
-                    queueDepth: audit.queueDepth, spilled: UInt64(audit.spilledRecords), dropped: UInt64(audit.droppedRecords))
+                    queueDepth: audit.queueDepth, spilled: UInt64(audit.spilledRecords), dropped: UInt64(audit.droppedRecords),
+                    writerRaises: UInt64(audit.writerRaises))
             }
         }
         try seedSpend(runtime.policy)

@@ -156,7 +156,7 @@ public final class AuditLog: Sendable {
         case .backlog:
             shared.inMemory.add(1, ordering: .relaxed)
             shared.wake.signal()
-            shared.raiseWriter()
+            if shared.raiseWriter() { shared.backlogRaises.add(1, ordering: .relaxed) }
         case .dropped:
             shared.recordDropped(1)
         }
@@ -181,6 +181,8 @@ public final class AuditLog: Sendable {
     public var failedBatches: Int { shared.failedBatches.load(ordering: .relaxed) }
     /// Whether the writer moves between SCHED_IDLE and SCHED_OTHER (see the type's notes); known once it started.
     public var writerPriorityIsAdaptive: Bool { shared.writerAdaptive.load(ordering: .acquiring) }
+    /// Times a producer raised the writer because records backed up (see the type's notes): a metric.
+    public var writerRaises: Int { shared.backlogRaises.load(ordering: .relaxed) }
     /// The writer thread's scheduling policy now; nil before it started or after it exited.
     public var writerScheduling: ThreadScheduling? {
         let tid = shared.writerThreadID.load(ordering: .acquiring)
@@ -311,11 +313,17 @@ final class AuditShared: Sendable {
     let writerThreadID = Atomic<Int32>(0)
     let writerAdaptive = Atomic<Bool>(false)
 
-    /// Moves the writer to the normal policy: records back up, or someone waits for them.
-    func raiseWriter() {
+    let backlogRaises = Atomic<Int>(0)
+
+    /// Moves the writer to the normal policy: records back up, or someone waits for them. False when it was
+    /// already there (or never leaves it).
+    @discardableResult
+    func raiseWriter() -> Bool {
         let tid = writerThreadID.load(ordering: .acquiring)
-        guard tid != 0, writerAdaptive.load(ordering: .acquiring) else { return }
-        ThreadScheduling.set(.normal, thread: tid)
+        guard tid != 0, writerAdaptive.load(ordering: .acquiring), ThreadScheduling.current(thread: tid) == .idle else {
+            return false
+        }
+        return ThreadScheduling.set(.normal, thread: tid)
     }
 
     func recordDropped(_ count: Int) {

@@ -141,12 +141,13 @@ final class AuditWriter: @unchecked Sendable {
     /// Publishes the thread id and finds out whether the writer may move between policies: it can always drop to
     /// SCHED_IDLE, but coming back needs a privilege (see `AuditLog`). Without it the writer never drops.
     private func startPriority() {
-        shared.writerThreadID.store(ThreadScheduling.currentThreadID, ordering: .releasing)
         let adaptive = ThreadScheduling.canLeaveIdle
         if !adaptive {
             Log.info("audit log: the writer keeps the normal CPU priority (leaving SCHED_IDLE needs CAP_SYS_NICE or RLIMIT_NICE 20)")
         }
+        // In this order: whoever sees the thread id also sees whether it adapts.
         shared.writerAdaptive.store(adaptive, ordering: .releasing)
+        shared.writerThreadID.store(ThreadScheduling.currentThreadID, ordering: .releasing)
     }
 
     /// Background (SCHED_IDLE) while caught up; normal while records back up, someone waits, or it is stopping.

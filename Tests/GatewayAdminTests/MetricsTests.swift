@@ -148,6 +148,7 @@ struct MetricsTests {
             "gateway_upstream_duration_seconds", "gateway_tokens_total", "gateway_cost_usd_total",
             "gateway_inflight_requests", "gateway_upstream_connections", "gateway_rejections_total",
             "gateway_audit_queue_depth", "gateway_audit_spilled_total", "gateway_audit_dropped_total",
+            "gateway_audit_writer_raises_total",
         ] {
             #expect(parsed.help[name] != nil, "no HELP for \(name)")
             #expect(parsed.type[name] != nil, "no TYPE for \(name)")
@@ -187,7 +188,7 @@ struct MetricsTests {
         a.setUpstreamConnections(deployment: 1, active: 3, idle: 1)
         b.setUpstreamConnections(deployment: 1, active: 2, idle: 5)
         b.setUpstreamConnections(deployment: 1, active: 1, idle: 4)
-        registry.setAuditSource { AuditMetrics(queueDepth: 7, spilled: 3, dropped: 1) }
+        registry.setAuditSource { AuditMetrics(queueDepth: 7, spilled: 3, dropped: 1, writerRaises: 5) }
 
         let parsed = try Exposition(registry.render())
         try parsed.checkHistograms()
@@ -216,6 +217,7 @@ struct MetricsTests {
         #expect(parsed.value("gateway_audit_queue_depth") == 7)
         #expect(parsed.value("gateway_audit_spilled_total") == 3)
         #expect(parsed.value("gateway_audit_dropped_total") == 1)
+        #expect(parsed.value("gateway_audit_writer_raises_total") == 5)
         #expect(parsed.value("gateway_metrics_stale_threads") == 0)
     }
 
