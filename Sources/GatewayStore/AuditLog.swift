@@ -19,13 +19,14 @@ import GatewayIO
 /// ## CPU priority: background while caught up
 /// The writer is background work: while it keeps up it runs at SCHED_IDLE, so it only takes CPU time that no
 /// reactor wants, and a request never waits on a run queue behind an audit batch. When records back up
-/// (`backlogRecords` queued, and every `backlogRecords` more) the producer that crosses the mark moves it to
-/// SCHED_OTHER, the normal fair share, so that a saturated CPU cannot starve it; `flush` and `close` do the same.
-/// It goes back to SCHED_IDLE once the queue is short again. The price is CPU that was idle anyway: a reactor that
-/// wakes preempts the writer at once, so the writer is switched out more often. (Measured with the reactor thread's
-/// run-queue delay, /proc/PID/task/TID/schedstat: at 15,000 req/s on one CPU, 210-270 ms per 5 s with the writer
-/// at the normal policy, 50-80 ms with this, the same as the bare proxy's.) Leaving SCHED_IDLE needs CAP_SYS_NICE or an
-/// RLIMIT_NICE of 20: without them the writer stays at the normal policy throughout (`writerPriorityIsAdaptive`).
+/// (`backlogRecords` queued, by default a batch and a quarter, and every `backlogRecords` more) the producer that
+/// crosses the mark moves it to SCHED_OTHER, the normal fair share, so that a saturated CPU cannot starve it;
+/// `flush` and `close` do the same. It goes back to SCHED_IDLE once the queue is short again. The price is CPU
+/// that was idle anyway: a reactor that wakes preempts the writer at once, so the writer is switched out more
+/// often. (Measured with the reactor thread's run-queue delay, /proc/PID/task/TID/schedstat: at 15,000 req/s on
+/// one CPU, 210-270 ms per 5 s with the writer at the normal policy, 50-80 ms with this, the same as the bare
+/// proxy's.) Leaving SCHED_IDLE needs CAP_SYS_NICE or an RLIMIT_NICE of 20: without them the writer stays at the
+/// normal policy throughout (`writerPriorityIsAdaptive`).
 ///
 /// ## Backpressure: spill, then count (no silent loss, no blocking)
 /// 1. The in-memory queue holds up to `queueCapacity` records.
@@ -74,8 +75,9 @@ public final class AuditLog: Sendable {
     ///     `queueCapacity`.
     ///   - batchSize: the queue length that wakes the writer before its interval is up.
     ///   - batchIntervalMs: the longest a record waits in memory while the database is healthy.
-    ///   - backlogRecords: the queue length at which the writer leaves its background priority; nil means two
-    ///     batches (one batch wakes it: a second one queued means it did not get the CPU in time).
+    ///   - backlogRecords: the queue length at which the writer leaves its background priority; nil means a
+    ///     batch and a quarter (one batch wakes it: a quarter more queued means it did not get the CPU in time;
+    ///     two batches let it starve longer on a saturated CPU and then write a longer burst).
     ///   - busyTimeoutMs: how long a batch waits for another connection's write lock before it is spilled.
     ///   - pruneIntervalSeconds: how often retention runs.
     public init(
@@ -100,7 +102,7 @@ public final class AuditLog: Sendable {
             overflowCapacity: self.overflowCapacity,
             batchSize: max(1, batchSize),
             batchIntervalNs: Int64(max(1, batchIntervalMs)) * 1_000_000,
-            backlogRecords: max(1, backlogRecords ?? (batchSize > Int.max / 2 ? Int.max : 2 * batchSize)),
+            backlogRecords: max(1, backlogRecords ?? (batchSize > Int.max / 2 ? Int.max : batchSize + max(1, batchSize / 4))),
             busyTimeoutMs: Int32(clamping: max(0, busyTimeoutMs)),
             pruneIntervalNs: Int64(max(1, pruneIntervalSeconds)) * 1_000_000_000
         )
