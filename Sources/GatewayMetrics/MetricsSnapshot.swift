@@ -41,8 +41,8 @@ public struct AuditMetrics: Sendable, Equatable {
     public var spilled: UInt64
     /// Records lost for good (the spill file full or failing too).
     public var dropped: UInt64
-    /// Times the writer fell two batches behind at its background priority and was raised to the normal one: the
-    /// CPU is busy enough that audit writing competes with requests.
+    /// Times the writer fell behind (its backlog mark) at its background priority and was raised to the normal one:
+    /// the CPU is busy enough that audit writing competes with requests.
     public var writerRaises: UInt64
 
     public init(queueDepth: Int = 0, spilled: UInt64 = 0, dropped: UInt64 = 0, writerRaises: UInt64 = 0) {

@@ -158,7 +158,7 @@ public final class AuditLog: Sendable {
         case .backlog:
             shared.inMemory.add(1, ordering: .relaxed)
             shared.wake.signal()
-            if shared.raiseWriter() { shared.backlogRaises.add(1, ordering: .relaxed) }
+            if shared.raiseWriter() { shared.writerRaises.add(1, ordering: .relaxed) }
         case .dropped:
             shared.recordDropped(1)
         }
@@ -184,7 +184,7 @@ public final class AuditLog: Sendable {
     /// Whether the writer moves between SCHED_IDLE and SCHED_OTHER (see the type's notes); known once it started.
     public var writerPriorityIsAdaptive: Bool { shared.writerAdaptive.load(ordering: .acquiring) }
     /// Times a producer raised the writer because records backed up (see the type's notes): a metric.
-    public var writerRaises: Int { shared.backlogRaises.load(ordering: .relaxed) }
+    public var writerRaises: Int { shared.writerRaises.load(ordering: .relaxed) }
     /// The writer thread's scheduling policy now; nil before it started or after it exited.
     public var writerScheduling: ThreadScheduling? {
         let tid = shared.writerThreadID.load(ordering: .acquiring)
@@ -314,8 +314,8 @@ final class AuditShared: Sendable {
     /// The writer's kernel thread id, once it runs; whether it moves between policies (see `AuditLog`).
     let writerThreadID = Atomic<Int32>(0)
     let writerAdaptive = Atomic<Bool>(false)
-
-    let backlogRaises = Atomic<Int>(0)
+    /// Producers' raises at backlog marks that moved the writer off SCHED_IDLE (flushes not counted).
+    let writerRaises = Atomic<Int>(0)
 
     /// Moves the writer to the normal policy: records back up, or someone waits for them. False when it was
     /// already there (or never leaves it).
