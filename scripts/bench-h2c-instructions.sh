@@ -5,7 +5,7 @@
 # with on a busy machine (see bench-policy-instructions.sh, which this one follows).
 #
 # Usage: scripts/bench-h2c-instructions.sh [--requests N] [--warmup N] [--json FILE] [--keep DIR] [--no-allocations]
-#                                          [--nghttpx]
+#                                          [--nghttpx] [--upstream h1|h2c]
 #   --requests N      counted requests per run (default 6000)
 #   --warmup N        requests before counting (default 640)
 #   --json FILE       also write every figure as JSON to FILE
@@ -13,6 +13,8 @@
 #   --no-allocations  skip the malloc-counter runs
 #   --nghttpx         also count nghttpx (1.52, --single-process, 1 worker, h2c in and HTTP/1.1 to gwmock, as in
 #                     bench-h2c-peers.sh) on the same h2c load: the peer's cost per request, beside ours
+#   --upstream P      the protocol to gwmock: h1 (HTTP/1.1 keep-alive, the default) or h2c (for nghttpx too:
+#                     its backend gets proto=h2)
 #   Environment: GW_BIN_DIR=DIR uses prebuilt binaries; GW_SKIP_APT=1.
 #
 # How, for each protocol in turn (the gateway pinned to CPU 0; gwmock and gwbench on CPU 1; 127.0.0.1 only):
@@ -39,6 +41,7 @@ JSON=""
 KEEP=""
 ALLOCATIONS=1
 NGHTTPX=0
+UPSTREAM=h1
 while (($# > 0)); do
     case "$1" in
     --requests) REQUESTS="$2"; shift 2 ;;
@@ -47,11 +50,13 @@ while (($# > 0)); do
     --keep) KEEP="$2"; shift 2 ;;
     --no-allocations) ALLOCATIONS=0; shift ;;
     --nghttpx) NGHTTPX=1; shift ;;
+    --upstream) UPSTREAM="$2"; shift 2 ;;
     -h | --help) sed -n '2,16p' "${BASH_SOURCE[0]}"; exit 0 ;;
     *) gw_die "unknown option $1 (see --help)" ;;
     esac
 done
 [[ "$REQUESTS" =~ ^[1-9][0-9]*$ && "$WARMUP" =~ ^[1-9][0-9]*$ ]] || gw_die "--requests and --warmup want positive integers"
+[[ "$UPSTREAM" == h1 || "$UPSTREAM" == h2c ]] || gw_die "--upstream wants h1 or h2c"
 if [[ -n "$KEEP" ]]; then mkdir -p "$KEEP" && KEEP="$(cd "$KEEP" && pwd)"; fi
 if [[ -n "$JSON" ]]; then JSON="$(cd "$(dirname "$JSON")" && pwd)/$(basename "$JSON")"; fi
 
@@ -70,6 +75,10 @@ if ! gw_can_pin; then CPU_GATEWAY=-; CPU_LOAD=-; fi
 gw_spawn "$GW_TMP/mock.log" "$CPU_LOAD" "$GW_TMP" "$GW_BIN/gwmock" --listen 127.0.0.1:0 --threads 1
 MOCK_URL="$(gw_wait_listening "$GW_TMP/mock.log" "$GW_LAST_PID")"
 gw_write_policy_configs "$GW_TMP" "${MOCK_URL##*:}"
+if [[ "$UPSTREAM" == h2c ]]; then
+    sed -i 's|max_connections: 256}|max_connections: 256, protocol: h2c}|' "$GW_TMP/bare.yaml"
+    grep -q 'protocol: h2c' "$GW_TMP/bare.yaml" || gw_die "could not set protocol: h2c in bare.yaml"
+fi
 
 # valgrind reports "possibly corrupted debuginfo" for our binaries: it runs a copy without debug info (the symbol
 # table stays, so functions keep their names).
@@ -135,12 +144,12 @@ nghttpx_instructions() {
     port="$(gw_free_port)"
     gw_spawn "$dir/nghttpx.log" "$CPU_GATEWAY" "$dir" valgrind --tool=callgrind --separate-threads=yes \
         --callgrind-out-file="$dir/cg.out" nghttpx --single-process --workers=1 \
-        "--frontend=127.0.0.1,$port;no-tls" "--backend=127.0.0.1,${MOCK_URL##*:}" \
+        "--frontend=127.0.0.1,$port;no-tls" "--backend=127.0.0.1,${MOCK_URL##*:}$([[ "$UPSTREAM" == h2c ]] && echo ';;proto=h2')" \
         --backend-connections-per-host=128 --frontend-http2-max-concurrent-streams=100 --no-via --no-ocsp \
         --errorlog-file="$dir/error.log"
     pid="$GW_LAST_PID"
     for ((i = 0; i < 600; i++)); do
-        curl -s --http2-prior-knowledge -o /dev/null "http://127.0.0.1:$port/health" && break
+        curl -s -m 2 --http2-prior-knowledge -o /dev/null "http://127.0.0.1:$port/v1/models" && break
         sleep 0.1
     done
     gw_log "nghttpx under callgrind: $WARMUP warm-up requests"
@@ -154,10 +163,11 @@ nghttpx_instructions() {
 if ((NGHTTPX)); then nghttpx_instructions; fi
 if ((ALLOCATIONS)); then for proto in h2c http1; do allocations "$proto"; done; fi
 
-PYTHONPATH="$GW_ROOT/scripts/bench" python3 - "$GW_TMP" "$REQUESTS" "$WARMUP" "$ALLOCATIONS" "${JSON:-}" "$COMMAND" "$NGHTTPX" <<'PY'
+PYTHONPATH="$GW_ROOT/scripts/bench" python3 - "$GW_TMP" "$REQUESTS" "$WARMUP" "$ALLOCATIONS" "${JSON:-}" "$COMMAND" "$NGHTTPX" "$UPSTREAM" <<'PY'
 import glob, json, re, sys
 from counts import callgrind_total as total
-tmp, requests, warmup, with_allocations, json_path, command, with_nghttpx = sys.argv[1:8]
+tmp, requests, warmup, with_allocations, json_path, command, with_nghttpx, upstream = sys.argv[1:9]
+to_mock = "HTTP/1.1 keep-alive" if upstream == "h1" else "h2c"
 requests, warmup = int(requests), int(warmup)
 
 def role(path):
@@ -167,7 +177,8 @@ def role(path):
 
 loads = {"h2c": "gwbench run --h2c -c 4 -m 32", "http1": "gwbench run -c 4"}
 result = {"requests": requests, "warmup_requests": warmup, "command": command.strip(),
-          "arrangement": "gateway (bare, 1 reactor) on CPU 0; gwmock and gwbench on CPU 1", "protocols": {}}
+          "arrangement": f"gateway (bare, 1 reactor) on CPU 0, {to_mock} to gwmock; gwmock and gwbench on CPU 1",
+          "upstream": upstream, "protocols": {}}
 for proto in ("h2c", "http1"):
     threads = {}
     for path in sorted(glob.glob(f"{tmp}/cg-{proto}/cg.out.1-*")):
@@ -181,7 +192,7 @@ for proto in ("h2c", "http1"):
         entry["frees_per_request"] = int(counts["free"]) / requests
     result["protocols"][proto] = entry
 
-print(f"\n{requests} requests (after {warmup} warm-up), the 300-byte chat request, bare gateway")
+print(f"\n{requests} requests (after {warmup} warm-up), the 300-byte chat request, bare gateway, {to_mock} to gwmock")
 print(f"{'':8}{'instr/req':>12}   by thread                    load")
 for proto, entry in result["protocols"].items():
     parts = ", ".join(f"{k} {v:,.0f}" for k, v in entry["instructions_per_request_by_thread"].items())
@@ -190,7 +201,7 @@ if with_nghttpx == "1":
     # Only the dumps taken after --zero count (callgrind numbers them: cg.out.1-NN is the first dump's thread NN).
     peer = sum(total(path) for path in glob.glob(f"{tmp}/cg-nghttpx/cg.out.1-*"))
     result["nghttpx_h2c"] = {"load": loads["h2c"], "instructions_per_request": peer / requests,
-                             "arrangement": "nghttpx 1.52 --single-process --workers=1, h2c in, HTTP/1.1 to gwmock"}
+                             "arrangement": f"nghttpx 1.52 --single-process --workers=1, h2c in, {to_mock} to gwmock"}
     print(f"{'nghttpx':8}{peer / requests:>12,.0f}   {'whole process':28} {loads['h2c']} (the same h2c load)")
 if with_allocations == "1":
     print(f"\n{'':8}{'allocs/req':>12}{'frees/req':>12}")

@@ -72,6 +72,8 @@ final class UpstreamH2Connection: EventHandler, HTTP2SessionDelegate, TimerTarge
     private var driveScheduled = false
     /// The header block of the request being submitted (nghttp2 copies it at submit time).
     let headers = HTTP2HeaderBlock()
+    /// Which request fields HPACK indexes: not the ones whose value changes with every request (`x-request-id`).
+    let indexPolicy = HPACKIndexPolicy()
     let requestParser = HTTPHeadParser()
     let responseParser = HTTPHeadParser()
 
@@ -611,12 +613,14 @@ final class UpstreamH2Stream: UpstreamChannel {
             default:
                 if field.nominatedByConnection { continue }
             }
-            let name = start + Int(field.name.start)
+            let nameStart = start + Int(field.name.start)
             for j in 0..<Int(field.name.count) {
-                let byte = name.load(fromByteOffset: j, as: UInt8.self)
-                if byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z") { name.storeBytes(of: byte | 0x20, toByteOffset: j, as: UInt8.self) }
+                let byte = nameStart.load(fromByteOffset: j, as: UInt8.self)
+                if byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z") { nameStart.storeBytes(of: byte | 0x20, toByteOffset: j, as: UInt8.self) }
             }
-            headers.add(name: parser.bytes(field.name), value: parser.bytes(field.value), stable: false)
+            let name = parser.bytes(field.name), value = parser.bytes(field.value)
+            headers.add(name: name, value: value, stable: false,
+                        indexed: connection.indexPolicy.shouldIndex(name: name, value: value))
         }
     }
 

@@ -306,3 +306,70 @@ def test_reload_moves_new_requests_to_new_connections_and_old_ones_close(h2_mock
             assert http.post("/v1/chat/completions", json=CHAT).status_code == 200
     assert mock_stats(mock)["h2"]["connections"] == 2
     assert gateway.stop() == 0
+
+
+class HPACKRecordingProvider:
+    """An h2c provider on the `h2` library that answers every chat request and keeps its HPACK decoder, so a test
+    can read which request fields the gateway put into the dynamic table, and the values that arrived."""
+
+    BODY = json.dumps({"id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": MODEL,
+                       "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"},
+                                    "finish_reason": "stop"}],
+                       "usage": {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6}}).encode()
+
+    def __init__(self) -> None:
+        import h2.config
+        import h2.connection
+
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.conn = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=False))
+        self.request_ids: list[str] = []
+        self.lock = threading.Lock()
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def serve(self) -> None:
+        import h2.events
+
+        sock, _ = self.listener.accept()
+        sock.settimeout(30)
+        with self.lock:
+            self.conn.initiate_connection()
+            sock.sendall(self.conn.data_to_send())
+        while data := sock.recv(65536):
+            with self.lock:
+                for event in self.conn.receive_data(data):
+                    if isinstance(event, h2.events.RequestReceived):
+                        self.request_ids.append(dict(event.headers)[b"x-request-id"].decode())
+                    elif isinstance(event, h2.events.DataReceived):
+                        self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                    elif isinstance(event, h2.events.StreamEnded):
+                        self.conn.send_headers(event.stream_id, [(":status", "200"), ("content-type", "application/json"),
+                                                                 ("content-length", str(len(self.BODY)))])
+                        self.conn.send_data(event.stream_id, self.BODY, end_stream=True)
+                sock.sendall(self.conn.data_to_send())
+
+    def indexed(self) -> list[tuple[bytes, bytes]]:
+        with self.lock:
+            return list(self.conn.decoder.header_table.dynamic_entries)
+
+
+def test_request_fields_that_change_every_time_stay_out_of_the_providers_hpack_table(start_gateway):
+    # nghttp2 indexes every field unless told not to: a fresh x-request-id per request would fill the table with
+    # entries never used again, and cost both ends an insert and a longer search per request.
+    provider = HPACKRecordingProvider()
+    gateway = start_gateway(config(provider.url, "h2c", max_connections=1))
+    with httpx.Client(base_url=gateway.url, timeout=30) as http:
+        for _ in range(40):
+            response = http.post("/v1/chat/completions", json=CHAT, headers={"x-team": "search"})
+            assert response.status_code == 200 and response.json()["usage"]["total_tokens"] == 6
+    # Every request's id arrived intact, each a different one.
+    assert len(provider.request_ids) == 40 and len(set(provider.request_ids)) == 40
+    entries = provider.indexed()
+    names = [name for name, _ in entries]
+    # The first id is indexed (nothing yet says it changes); no later one is.
+    assert names.count(b"x-request-id") <= 1, entries
+    # Fields with the same value each time stay indexed, so they cost a byte or two per request.
+    assert (b"x-team", b"search") in entries and (b"content-type", b"application/json") in entries, entries
+    assert len(entries) < 20, entries
