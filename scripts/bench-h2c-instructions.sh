@@ -57,6 +57,8 @@ while (($# > 0)); do
 done
 [[ "$REQUESTS" =~ ^[1-9][0-9]*$ && "$WARMUP" =~ ^[1-9][0-9]*$ ]] || gw_die "--requests and --warmup want positive integers"
 [[ "$UPSTREAM" == h1 || "$UPSTREAM" == h2c ]] || gw_die "--upstream wants h1 or h2c"
+BACKEND_PROTOCOL=""
+if [[ "$UPSTREAM" == h2c ]]; then BACKEND_PROTOCOL=";;proto=h2"; fi
 if [[ -n "$KEEP" ]]; then mkdir -p "$KEEP" && KEEP="$(cd "$KEEP" && pwd)"; fi
 if [[ -n "$JSON" ]]; then JSON="$(cd "$(dirname "$JSON")" && pwd)/$(basename "$JSON")"; fi
 
@@ -144,7 +146,7 @@ nghttpx_instructions() {
     port="$(gw_free_port)"
     gw_spawn "$dir/nghttpx.log" "$CPU_GATEWAY" "$dir" valgrind --tool=callgrind --separate-threads=yes \
         --callgrind-out-file="$dir/cg.out" nghttpx --single-process --workers=1 \
-        "--frontend=127.0.0.1,$port;no-tls" "--backend=127.0.0.1,${MOCK_URL##*:}$([[ "$UPSTREAM" == h2c ]] && echo ';;proto=h2')" \
+        "--frontend=127.0.0.1,$port;no-tls" "--backend=127.0.0.1,${MOCK_URL##*:}$BACKEND_PROTOCOL" \
         --backend-connections-per-host=128 --frontend-http2-max-concurrent-streams=100 --no-via --no-ocsp \
         --errorlog-file="$dir/error.log"
     pid="$GW_LAST_PID"

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# HTTP/2 clients through the gateway against nghttpx: h2c in, HTTP/1.1 keep-alive to gwmock out, for both.
+# HTTP/2 clients through the gateway against nghttpx: h2c in, HTTP/1.1 keep-alive (or h2c) to gwmock out, for both.
 # One interleaved run of gwbench compare --h2c (direct to gwmock, via the gateway, via nghttpx), in throughput and in
 # latency mode, then h2load against the same three targets in interleaved rounds (percentiles from its --log-file).
 #
 # Usage: scripts/bench-h2c-peers.sh [--rounds N] [--duration S] [--connections C] [--streams M] [--out DIR]
-#   Writes DIR/<YYYY-MM-DD>-h2c-peers.md. Environment: GW_BIN_DIR=DIR uses prebuilt release binaries.
+#                                   [--upstream h1|h2c]
+#   Writes DIR/<YYYY-MM-DD>-h2c-peers.md (with --upstream h2c: DIR/<YYYY-MM-DD>-h2c-peers-h2c-upstream.md).
+#   --upstream h2c: the gateway's provider gets protocol: h2c and nghttpx's backend proto=h2. Environment: GW_BIN_DIR=DIR uses prebuilt release binaries.
 # Arrangement on 2 CPUs: the gateway (1 reactor thread) and nghttpx (1 worker, --single-process) on CPU 0, one
 # measured at a time; gwmock and the load generator on CPU 1. Both proxies may open 128 upstream connections.
 set -euo pipefail
@@ -16,6 +18,7 @@ DURATION=4
 CONNECTIONS=4
 STREAMS=32
 OUT="$GW_ROOT/results"
+UPSTREAM=h1
 while (($# > 0)); do
     case "$1" in
     --rounds) ROUNDS="$2"; shift 2 ;;
@@ -23,10 +26,16 @@ while (($# > 0)); do
     --connections) CONNECTIONS="$2"; shift 2 ;;
     --streams) STREAMS="$2"; shift 2 ;;
     --out) OUT="$2"; shift 2 ;;
+    --upstream) UPSTREAM="$2"; shift 2 ;;
     -h | --help) sed -n '2,9p' "${BASH_SOURCE[0]}"; exit 0 ;;
     *) gw_die "unknown option $1 (see --help)" ;;
     esac
 done
+[[ "$UPSTREAM" == h1 || "$UPSTREAM" == h2c ]] || gw_die "--upstream wants h1 or h2c"
+PROVIDER_PROTOCOL="" BACKEND_PROTOCOL="" REPORT_SUFFIX=""
+if [[ "$UPSTREAM" == h2c ]]; then
+    PROVIDER_PROTOCOL=", protocol: h2c" BACKEND_PROTOCOL=";;proto=h2" REPORT_SUFFIX="-h2c-upstream"
+fi
 mkdir -p "$OUT"
 OUT="$(cd "$OUT" && pwd)"
 gw_install_deps
@@ -51,7 +60,7 @@ MOCK_PORT="$(gw_url_port "$MOCK_URL")"
 cat >"$TMP/gateway.yaml" <<EOF
 server: {listen: ["127.0.0.1:0"], threads: 1}
 providers:
-  - {name: mock, kind: openai, base_url: "http://127.0.0.1:$MOCK_PORT/v1", api_key_env: MOCK_API_KEY, max_connections: 128}
+  - {name: mock, kind: openai, base_url: "http://127.0.0.1:$MOCK_PORT/v1", api_key_env: MOCK_API_KEY, max_connections: 128$PROVIDER_PROTOCOL}
 models:
   - {name: gpt-4o-mini, deployments: [{provider: mock, model: gpt-4o-mini}]}
 EOF
@@ -61,12 +70,12 @@ GATEWAY_URL="$(gw_wait_listening "$TMP/gateway.log" "$GATEWAY_PID")"
 
 NGHTTPX_PORT="$(gw_free_port)"
 gw_spawn "$TMP/nghttpx.log" 0 "$TMP" nghttpx --single-process --workers=1 \
-    "--frontend=127.0.0.1,$NGHTTPX_PORT;no-tls" "--backend=127.0.0.1,$MOCK_PORT" \
+    "--frontend=127.0.0.1,$NGHTTPX_PORT;no-tls" "--backend=127.0.0.1,$MOCK_PORT$BACKEND_PROTOCOL" \
     --backend-connections-per-host=128 --frontend-http2-max-concurrent-streams=100 --no-via --no-ocsp \
     --errorlog-file="$TMP/nghttpx.error.log"
 NGHTTPX_PID="$GW_LAST_PID"
 NGHTTPX_URL="http://127.0.0.1:$NGHTTPX_PORT"
-for _ in $(seq 1 100); do curl -s --http2-prior-knowledge -o /dev/null "$NGHTTPX_URL/health" && break; sleep 0.1; done
+for _ in $(seq 1 100); do curl -s -m 2 --http2-prior-knowledge -o /dev/null "$NGHTTPX_URL/v1/models" && break; sleep 0.1; done
 
 BENCH=(taskset -c 1 "$BIN/gwbench")
 LOAD=(--h2c -c "$CONNECTIONS" -m "$STREAMS" -t 1 -d "${DURATION}s" --body "$BODY" --quiet)
@@ -92,18 +101,20 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 
 DATE="$(date -u +%Y-%m-%d)"
-REPORT="$OUT/$DATE-h2c-peers.md"
-python3 - "$TMP" "$ROUNDS" "$REPORT" "$CONNECTIONS" "$STREAMS" "$DURATION" "$(git -C "$GW_ROOT" rev-parse --short HEAD)" <<'PY'
+REPORT="$OUT/$DATE-h2c-peers$REPORT_SUFFIX.md"
+python3 - "$TMP" "$ROUNDS" "$REPORT" "$CONNECTIONS" "$STREAMS" "$DURATION" "$(git -C "$GW_ROOT" rev-parse --short HEAD)" "$UPSTREAM" <<'PY'
 import re, statistics, sys
-tmp, rounds, report, connections, streams, duration, commit = sys.argv[1], int(sys.argv[2]), *sys.argv[3:]
+tmp, rounds, report, connections, streams, duration, commit, upstream = sys.argv[1], int(sys.argv[2]), *sys.argv[3:]
+to_mock = "HTTP/1.1 keep-alive to gwmock, up to 128 connections" if upstream == "h1" else \
+    "h2c to gwmock (the gateway: protocol: h2c; nghttpx: proto=h2)"
 lines = [
     f"# h2c clients: the gateway against nghttpx — tree {commit}",
     "",
     f"Command: `scripts/bench-h2c-peers.sh --rounds {rounds} --duration {duration} --connections {connections} "
-    f"--streams {streams}` (release build).",
+    f"--streams {streams}" + ("" if upstream == "h1" else " --upstream h2c") + "` (release build).",
     "Arrangement on 2 CPUs: the gateway (1 reactor thread) and nghttpx 1.52 (1 worker, `--single-process`) on CPU 0,",
     "one measured at a time; gwmock (1 thread) and the load generator (1 thread) on CPU 1. Both proxies take h2c",
-    "from the client and speak HTTP/1.1 keep-alive to gwmock, up to 128 connections; the 300-byte chat request.",
+    f"from the client and speak {to_mock}; the 300-byte chat request.",
     "",
     "## h2load (interleaved rounds; p50 and p99 from its per-request log)",
     "",

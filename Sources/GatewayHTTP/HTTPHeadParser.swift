@@ -297,6 +297,34 @@ public final class HTTPHeadParser {
         return .complete
     }
 
+    /// Takes a response head that the gateway rendered itself, from an upstream HTTP/2 stream's fields, without
+    /// parsing its text again: `fields` are its name and value ranges (offsets from `start`), in order. nghttp2 checked
+    /// the bytes when they arrived (see `adoptRequest`); what is left is checked here as `parseResponse` checks it:
+    /// the rules about Content-Length, Transfer-Encoding and the field count. Every fault is the upstream's (502).
+    public func adoptResponse(_ start: UnsafeRawPointer, headLength length: Int, status code: Int,
+                              fields adopted: UnsafeBufferPointer<HeaderField>) -> Outcome {
+        guard length <= HTTPHeadParser.maxHeadBytes else { return .failed(.upstream("the upstream's response head exceeds 64 KiB")) }
+        guard adopted.count <= HTTPHeadParser.maxFields else { return .failed(.upstream("too many header fields from upstream")) }
+        scannedUpTo = 0
+        resetMessage(start)
+        minorVersion = 1
+        status = code
+        var sawTransferEncoding = false
+        for field in adopted {
+            let kind = HTTPBytes.classify(base + Int(field.name.start), Int(field.name.count))
+            fields[fieldCount] = HeaderField(name: field.name, value: field.value, kind: kind, nominatedByConnection: false)
+            fieldCount += 1
+            if let error = noteField(kind, field.value, isRequest: false, sawTransferEncoding: &sawTransferEncoding) {
+                return .failed(error.status == 502 ? error : HTTPParseError(status: 502, code: .upstreamError, message: error.message))
+            }
+        }
+        if let error = finishFields(isRequest: false) {
+            return .failed(error.status == 502 ? error : HTTPParseError(status: 502, code: .upstreamError, message: error.message))
+        }
+        headLength = length
+        return .complete
+    }
+
     // MARK: Header fields
 
     private func parseFields(_ start: Int, _ end: Int, isRequest: Bool) -> HTTPParseError? {

@@ -215,6 +215,28 @@ public enum HTTPBytes {
         return true
     }
 
+    /// Folds ASCII capitals to lowercase in place, eight bytes at a time (header names for HTTP/2, which wants them
+    /// lowercase). Bytes outside A-Z are left as they are.
+    @inline(__always)
+    public static func lowercaseInPlace(_ pointer: UnsafeMutableRawPointer, _ count: Int) {
+        var offset = 0
+        while offset + 8 <= count {
+            let chunk = pointer.loadUnaligned(fromByteOffset: offset, as: UInt64.self)
+            // Per byte, with the top bit cleared first so that no addition carries into the next byte: the top bit
+            // of (b + 0x3F) is set from 'A' up, that of (b + 0x25) from '[' up; a capital has the first and not the
+            // second, and no top bit of its own.
+            let low = chunk & 0x7F7F_7F7F_7F7F_7F7F
+            let capital = ((low &+ 0x3F3F_3F3F_3F3F_3F3F) ^ (low &+ 0x2525_2525_2525_2525)) & ~chunk & 0x8080_8080_8080_8080
+            if capital != 0 { pointer.storeBytes(of: chunk | (capital >> 2), toByteOffset: offset, as: UInt64.self) }
+            offset += 8
+        }
+        while offset < count {
+            let byte = pointer.load(fromByteOffset: offset, as: UInt8.self)
+            if byte >= 0x41 && byte <= 0x5A { pointer.storeBytes(of: byte | 0x20, toByteOffset: offset, as: UInt8.self) }
+            offset += 1
+        }
+    }
+
     /// Two header names equal, ignoring ASCII case.
     @inline(__always)
     public static func equalsIgnoringCase(_ a: UnsafeRawPointer, _ b: UnsafeRawPointer, _ count: Int) -> Bool {

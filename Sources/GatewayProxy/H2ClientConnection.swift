@@ -720,11 +720,7 @@ final class H2Stream: ClientStreamTransport {
     /// An upstream field into the header block, its name folded to lowercase in place (HTTP/2 names are lowercase;
     /// the head is not read again).
     private func addField(_ parser: HTTPHeadParser, _ field: HeaderField, _ block: HTTP2HeaderBlock) {
-        let start = UnsafeMutableRawPointer(mutating: parser.base) + Int(field.name.start)
-        for offset in 0..<Int(field.name.count) {
-            let byte = start.load(fromByteOffset: offset, as: UInt8.self)
-            if byte >= 0x41 && byte <= 0x5A { start.storeBytes(of: byte | 0x20, toByteOffset: offset, as: UInt8.self) }
-        }
+        HTTPBytes.lowercaseInPlace(UnsafeMutableRawPointer(mutating: parser.base) + Int(field.name.start), Int(field.name.count))
         let name = parser.bytes(field.name), value = parser.bytes(field.value)
         block.add(name: name, value: value, stable: false, indexed: connection.indexPolicy.shouldIndex(name: name, value: value))
     }

@@ -85,6 +85,8 @@ final class UpstreamH2Connection: EventHandler, HTTP2SessionDelegate, TimerTarge
 
     var isIdle: Bool { load == 0 }
 
+    var responseTimeoutNs: UInt64 { pool.context.config.responseTimeoutNs }
+
     /// How many streams this connection may carry at once now.
     var streamLimit: Int {
         guard let session, peerSettingsKnown else { return UpstreamH2Connection.defaultStreamLimit }
@@ -477,6 +479,10 @@ final class UpstreamH2Connection: EventHandler, HTTP2SessionDelegate, TimerTarge
 final class UpstreamH2Stream: UpstreamChannel {
     /// Unowned: the connection keeps its streams (in use and spare), and tells every exchange before it goes.
     unowned let connection: UpstreamH2Connection
+    /// The connection's loop and buffer pools, held here: each use through the unowned `connection` cost a checked
+    /// retain and a release.
+    let loop: EventLoop
+    let buffers: Buffers
     private(set) var slot = -1
     private(set) var exchange: (any UpstreamExchange)?
     private var streamID: Int32 = 0
@@ -497,6 +503,8 @@ final class UpstreamH2Stream: UpstreamChannel {
     private var body = HTTP2Body()
     /// The response head as HTTP/1.1 text, built from the HEADERS fields, and its status.
     private var head = ByteBuffer()
+    /// The fields' ranges in `head`, so that the parser adopts the head instead of parsing it again.
+    private var headFields: [HeaderField] = []
     private var status = 0
     private var headReady = false
     private var headDelivered = false
@@ -522,6 +530,8 @@ final class UpstreamH2Stream: UpstreamChannel {
 
     init(connection: UpstreamH2Connection) {
         self.connection = connection
+        self.loop = connection.loop
+        self.buffers = connection.buffers
     }
 
     deinit {
@@ -555,13 +565,15 @@ final class UpstreamH2Stream: UpstreamChannel {
         closedCode = nil
         failure = nil
         receivedAny = false
-        deadline = connection.loop.now + connection.pool.context.config.responseTimeoutNs
+        headFields.removeAll(keepingCapacity: true)
+        deadline = loop.now + connection.responseTimeoutNs
     }
 
     // MARK: The request (called by the exchange)
 
     /// Turns the HTTP/1.1 request in `out` into HEADERS and the body it carries into DATA.
     func sendQueued() {
+        let connection = self.connection
         guard streamID == 0, exchange != nil, let session = connection.session else { return }
         let total = out.pendingBytes
         session.reserve(body, total)
@@ -587,7 +599,7 @@ final class UpstreamH2Stream: UpstreamChannel {
             return
         }
         streamID = id
-        deadline = connection.loop.now + connection.pool.context.config.responseTimeoutNs
+        deadline = loop.now + connection.responseTimeoutNs
         if hasPendingOutput { connection.waitForWritable(slot) }
         connection.scheduleDrive()
     }
@@ -595,6 +607,7 @@ final class UpstreamH2Stream: UpstreamChannel {
     /// The request's pseudo-headers and fields: names lowercased, hop-by-hop fields and Host dropped (Host is
     /// `:authority`).
     private func buildHeaders(_ parser: HTTPHeadParser, _ start: UnsafeMutableRawPointer) {
+        let connection = self.connection
         let headers = connection.headers
         headers.removeAll()
         func add(_ name: StaticString, _ range: ByteRange) {
@@ -613,11 +626,7 @@ final class UpstreamH2Stream: UpstreamChannel {
             default:
                 if field.nominatedByConnection { continue }
             }
-            let nameStart = start + Int(field.name.start)
-            for j in 0..<Int(field.name.count) {
-                let byte = nameStart.load(fromByteOffset: j, as: UInt8.self)
-                if byte >= UInt8(ascii: "A") && byte <= UInt8(ascii: "Z") { nameStart.storeBytes(of: byte | 0x20, toByteOffset: j, as: UInt8.self) }
-            }
+            HTTPBytes.lowercaseInPlace(start + Int(field.name.start), Int(field.name.count))
             let name = parser.bytes(field.name), value = parser.bytes(field.value)
             headers.add(name: name, value: value, stable: false,
                         indexed: connection.indexPolicy.shouldIndex(name: name, value: value))
@@ -665,7 +674,7 @@ final class UpstreamH2Stream: UpstreamChannel {
 
     func header(name: UnsafeRawBufferPointer, value: UnsafeRawBufferPointer) {
         receivedAny = true
-        if name.count == 7, name.starts(with: ":status".utf8) {
+        if name.count == 7, HTTPBytes.equalsLowercase(name.baseAddress!, 7, ":status") {
             var code = 0
             for byte in value where byte >= UInt8(ascii: "0") && byte <= UInt8(ascii: "9") { code = code * 10 + Int(byte &- 0x30) }
             status = code
@@ -674,10 +683,13 @@ final class UpstreamH2Stream: UpstreamChannel {
         guard !headDelivered, name.first != UInt8(ascii: ":") else { return }
         if name.count == 14, HTTPBytes.equalsLowercase(name.baseAddress!, 14, "content-length") { hasContentLength = true }
         reserve(&head, name.count + value.count + 4)
+        let nameStart = head.readableBytes
         head.append(name.baseAddress!, name.count)
         head.append(": ")
         if value.count > 0 { head.append(value.baseAddress!, value.count) }
         head.append("\r\n")
+        headFields.append(HeaderField(name: ByteRange(start: Int32(nameStart), count: Int32(name.count)),
+                                      value: ByteRange(start: Int32(nameStart + name.count + 2), count: Int32(value.count))))
     }
 
     func headersComplete(endStream: Bool, oversized: Bool) {
@@ -693,17 +705,18 @@ final class UpstreamH2Stream: UpstreamChannel {
         if status >= 100 && status < 200 {
             // Interim responses (103 Early Hints) are not forwarded.
             head.clear()
+            headFields.removeAll(keepingCapacity: true)
             status = 0
             return
         }
         headReady = true
         if endStream { ended = true }
-        deadline = connection.loop.now + connection.pool.context.config.responseTimeoutNs
+        deadline = loop.now + connection.responseTimeoutNs
     }
 
     func data(_ bytes: UnsafeRawBufferPointer) {
         receivedAny = true
-        deadline = connection.loop.now + connection.pool.context.config.responseTimeoutNs
+        deadline = loop.now + connection.responseTimeoutNs
         guard bytes.count > 0 else { return }
         if exchange == nil || !headReady {
             // Nobody reads it (cancelled, or a body before any head): the window reopens at once.
@@ -776,32 +789,53 @@ final class UpstreamH2Stream: UpstreamChannel {
     }
 
     private func deliverHead() {
+        let connection = self.connection
         headDelivered = true
         // Frame the body for the exchange as HTTP/1.1 would: by content-length, or chunked when the length is unknown.
         var text = ByteBuffer()
-        connection.buffers.attach(&text, capacity: head.readableBytes + 96)
+        buffers.attach(&text, capacity: head.readableBytes + 96)
         text.append("HTTP/1.1 ")
         text.append(decimal: status)
         text.append(byte: UInt8(ascii: " "))
         text.append(HTTPStatus.reason(status))
         text.append("\r\n")
+        // The fields' ranges move by the status line's length; the framing field, when added, is one more.
+        let shift = Int32(text.readableBytes)
+        for i in headFields.indices {
+            headFields[i].name.start += shift
+            headFields[i].value.start += shift
+        }
         if head.readableBytes > 0 { text.append(head.readPointer, head.readableBytes) }
         var framing = ResponseFraming.none
+        func addFraming(_ name: StaticString, _ value: StaticString) {
+            let nameStart = Int32(text.readableBytes)
+            text.append(UnsafeRawPointer(name.utf8Start), name.utf8CodeUnitCount)
+            text.append(": ")
+            text.append(UnsafeRawPointer(value.utf8Start), value.utf8CodeUnitCount)
+            text.append("\r\n")
+            headFields.append(HeaderField(name: ByteRange(start: nameStart, count: Int32(name.utf8CodeUnitCount)),
+                                          value: ByteRange(start: nameStart + Int32(name.utf8CodeUnitCount) + 2,
+                                                           count: Int32(value.utf8CodeUnitCount))))
+        }
         if status == 204 || status == 304 || hasContentLength {
-            // 204 and 304 have no body; a content-length is read from the parsed head below.
+            // 204 and 304 have no body; a content-length is read from the adopted head below.
         } else if ended && pending.readableBytes == 0 {
-            text.append("content-length: 0\r\n")
+            addFraming("content-length", "0")
             framing = .length(0)
         } else {
-            text.append("transfer-encoding: chunked\r\n")
+            addFraming("transfer-encoding", "chunked")
             framing = .chunked
         }
         text.append("\r\n")
-        connection.buffers.release(&head)
+        buffers.release(&head)
         let parser = connection.responseParser
         parser.reset()
-        guard case .complete = parser.parseResponse(text.readPointer, text.readableBytes) else {
-            connection.buffers.release(&text)
+        let outcome = headFields.withUnsafeBufferPointer {
+            parser.adoptResponse(text.readPointer, headLength: text.readableBytes, status: status, fields: $0)
+        }
+        headFields.removeAll(keepingCapacity: true)
+        guard case .complete = outcome else {
+            buffers.release(&text)
             let failed = exchange
             exchange = nil
             stop()
@@ -811,7 +845,7 @@ final class UpstreamH2Stream: UpstreamChannel {
         if hasContentLength && status != 204 && status != 304 { framing = .length(parser.contentLength) }
         chunkedToExchange = framing == .chunked && passRawChunks
         exchange?.upstreamResponseHead(parser, framing: framing)
-        connection.buffers.release(&text)
+        buffers.release(&text)
         if exchange == nil && discarding {
             stop()
         }
@@ -899,10 +933,11 @@ final class UpstreamH2Stream: UpstreamChannel {
     }
 
     private func finishIfClosed() {
+        let connection = self.connection
         guard exchange == nil, slot >= 0, streamID == 0 || closedCode != nil else { return }
-        connection.buffers.release(&pending)
-        connection.buffers.release(&given)
-        connection.buffers.release(&head)
+        buffers.release(&pending)
+        buffers.release(&given)
+        buffers.release(&head)
         let finished = slot
         // Before telling the connection: it may hand this very object the next request at once.
         slot = -1
@@ -931,7 +966,6 @@ final class UpstreamH2Stream: UpstreamChannel {
 
     /// Room for `count` more bytes in a buffer the exchange does not hold.
     private func reserve(_ buffer: inout ByteBuffer, _ count: Int) {
-        let buffers = connection.loop.buffers
         if !buffer.isAllocated {
             buffers.attach(&buffer, capacity: max(count, Buffers.headSize))
             return

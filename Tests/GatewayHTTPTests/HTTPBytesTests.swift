@@ -64,4 +64,23 @@ import Testing
             }
         }
     }
+
+    /// lowercaseInPlace folds A-Z and nothing else, for every byte value at every offset (across the 8-byte steps)
+    /// and every length.
+    @Test func lowercaseInPlaceFoldsCapitalsOnly() {
+        for value in 0...255 {
+            for offset in 0..<20 {
+                var bytes = Array("X-Gateway-Test-Name-Long".utf8)
+                bytes[offset] = UInt8(value)
+                let expected = bytes.map { $0 >= 0x41 && $0 <= 0x5A ? $0 | 0x20 : $0 }
+                for length in [offset + 1, 20, bytes.count] {
+                    var folded = bytes
+                    folded.withUnsafeMutableBytes { HTTPBytes.lowercaseInPlace($0.baseAddress!, length) }
+                    #expect(Array(folded[..<length]) == Array(expected[..<length]), "byte \(value) at \(offset), length \(length)")
+                    #expect(Array(folded[length...]) == Array(bytes[length...]), "bytes past \(length) untouched")
+                }
+            }
+        }
+    }
 }
+
