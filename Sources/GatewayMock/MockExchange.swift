@@ -159,14 +159,16 @@ enum MockRequestBody {
 }
 
 extension MockRender {
-    /// Whether a successful, not streamed answer on this endpoint has a body to write. (`/health` has none: gwmock
-    /// does not answer it.)
+    /// Whether a successful, not streamed answer on this endpoint has a body to write (`/mock/stats` is gathered
+    /// from every thread first; other paths get 404 before this).
     static func hasBody(_ endpoint: MockEndpoint) -> Bool {
         switch endpoint {
-        case .mockStats, .health, .other: false
+        case .mockStats, .other: false
         default: true
         }
     }
+
+    static let healthBody: StaticString = #"{"status":"ok"}"#
 
     /// About how many bytes `body` writes: room to reserve before it.
     static func bodyEstimate(_ plan: RequestPlan, modelCount: Int) -> Int {
@@ -176,7 +178,8 @@ extension MockRender {
         case .completions, .messages: 512 + modelCount + 4 * plan.chunks
         case .embeddings: 256 + modelCount + embeddingBytesPerInput * plan.inputCount
         case .models: modelList.utf8CodeUnitCount
-        case .mockStats, .health, .other: 0
+        case .health: healthBody.utf8CodeUnitCount
+        case .mockStats, .other: 0
         }
     }
 
@@ -190,7 +193,8 @@ extension MockRender {
         case .embeddings: embeddings(&out, echo)
         case .messages: anthropicMessage(&out, echo)
         case .models: out.append(modelList)
-        case .mockStats, .health, .other: break
+        case .health: out.append(healthBody)
+        case .mockStats, .other: break
         }
     }
 

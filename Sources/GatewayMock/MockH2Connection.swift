@@ -16,7 +16,7 @@ final class MockH2Stream: MockEventWriter {
         case waiting
         /// Writing events, perhaps waiting for a timer (ttft, itl) or for the window.
         case streaming
-        /// Never answered (`x-mock-fault: stall`, `/health`).
+        /// Never answered (`x-mock-fault: stall`).
         case stalled
         /// The answer is submitted; the stream closes once it is sent.
         case answered
@@ -509,8 +509,8 @@ final class MockH2Connection: HTTP2SessionDelegate, TimerTarget, MockStatsWaiter
             return
         }
         guard MockRender.hasBody(plan.endpoint) else {
-            // Not answered over HTTP/1.1 either.
-            stream.phase = .stalled
+            // Not reached (see hasBody); never left without an answer.
+            writeError(stream, 500, "no answer for this endpoint")
             return
         }
         let echo = self.echo(stream)

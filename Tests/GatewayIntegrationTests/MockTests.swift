@@ -335,6 +335,17 @@ struct MockTests {
 
     // MARK: Stats
 
+    @Test func healthAnswersOnAKeptAliveConnection() throws {
+        let mock = try Self.startMock([])
+        defer { mock.terminate() }
+        let client = try RawHTTPClient(port: mock.port)
+        let health = try client.send(HTTPRequest.get("/health"))
+        #expect(health.status == 200)
+        #expect(try Self.json(health)["status"] as? String == "ok")
+        // The connection goes on with the next request.
+        #expect(try client.send(HTTPRequest.get("/v1/models")).status == 200)
+    }
+
     @Test func statsCountRequestsPathsAndModels() throws {
         let mock = try Self.startMock(["--threads", "2"])
         defer { mock.terminate() }

@@ -60,6 +60,14 @@ def post(mock_url: str, path: str, body: dict, *headers: str, http2: bool = True
     return curl(mock_url + path, "-d", json.dumps(body), *extra, http2=http2)
 
 
+def test_health_answers_over_both_protocols(gwmock):
+    for http2 in (True, False):
+        result = curl(gwmock.url + "/health", http2=http2, timeout=5)
+        assert result.returncode == 0, result.stderr
+        status, _, body, version = split(result)
+        assert status == 200 and json.loads(body) == {"status": "ok"}, (version, body)
+
+
 def test_curl_chat_completion_matches_http1(gwmock):
     h2 = post(gwmock.url, "/v1/chat/completions", CHAT)
     h1 = post(gwmock.url, "/v1/chat/completions", CHAT, http2=False)
