@@ -470,6 +470,16 @@ public final class HTTP2HeaderBlock {
         scratch.deallocate()
     }
 
+    /// The fields as (name, value, indexed) copies: for checks in tests and debug builds, not for the hot path.
+    public func snapshot() -> [([UInt8], [UInt8], Bool)] {
+        (0..<count).map { i in
+            let field = fields[i]
+            return (Array(UnsafeRawBufferPointer(start: field.name, count: field.namelen)),
+                    Array(UnsafeRawBufferPointer(start: field.value, count: field.valuelen)),
+                    field.flags & UInt8(NGHTTP2_NV_FLAG_NO_INDEX.rawValue) == 0)
+        }
+    }
+
     public func removeAll() {
         count = 0
         scratchUsed = 0

@@ -85,6 +85,9 @@ final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
     private var body = ByteBuffer()
     private var headCopy = ByteBuffer()
     private var upstreamHead = ByteBuffer()
+    /// Where the parts of `upstreamHead` are, when it is for an HTTP/2 provider (`headLayoutValid`).
+    private let headLayout = RequestHeadLayout()
+    private var headLayoutValid = false
     private var responseHead = ByteBuffer()
     private var out = OutboundQueue()
     private let parser = HTTPHeadParser()
@@ -1027,8 +1030,14 @@ final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
         let needed = parser.headLength + provider.basePath.count + provider.query.count + provider.credentialLines.count + 512
         buffers.attach(&upstreamHead, capacity: needed)
         let base = parser.base
+        // An HTTP/2 provider's stream makes its fields from where the parts went, instead of parsing the head.
+        let layout: RequestHeadLayout? = provider.http2 ? headLayout : nil
+        headLayoutValid = layout != nil
+        layout?.fields.removeAll(keepingCapacity: true)
         upstreamHead.append(base + Int(parser.methodRange.start), Int(parser.methodRange.count))
+        layout?.method = ByteRange(start: 0, count: parser.methodRange.count)
         upstreamHead.append(byte: UInt8(ascii: " "))
+        let targetStart = upstreamHead.readableBytes
         upstreamHead.append(provider.basePath)
         var hasQuery = false
         if let translation {
@@ -1043,11 +1052,17 @@ final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
             upstreamHead.append(byte: UInt8(ascii: hasQuery ? "&" : "?"))
             upstreamHead.append(provider.query)
         }
+        layout?.target = ByteRange(start: Int32(targetStart), count: Int32(upstreamHead.readableBytes - targetStart))
         upstreamHead.append(" HTTP/1.1\r\n")
+        // "host: VALUE\r\n"
+        layout?.authority = ByteRange(start: Int32(upstreamHead.readableBytes + 6), count: Int32(provider.hostLine.count - 8))
         upstreamHead.append(provider.hostLine)
+        var lineStart = upstreamHead.readableBytes
         // Anthropic's API requires the version header; clients of the OpenAI shape never send it.
         if provider.kind == .anthropic, parser.value(named: "anthropic-version") == nil {
             upstreamHead.append("anthropic-version: 2023-06-01\r\n")
+            layout?.noteLine(upstreamHead.readPointer, from: lineStart, to: upstreamHead.readableBytes)
+            lineStart = upstreamHead.readableBytes
         }
         var forwardedFor: HeaderField?
         for i in 0..<parser.fieldCount {
@@ -1064,6 +1079,10 @@ final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
                        (0..<name.count).allSatisfy { base.load(fromByteOffset: Int(field.name.start) + $0, as: UInt8.self) | 0x20 == name[$0] }
                    }) { continue }
                 appendField(field, to: &upstreamHead)
+                if let layout {
+                    layout.noteLine(upstreamHead.readPointer, from: lineStart, to: upstreamHead.readableBytes)
+                    lineStart = upstreamHead.readableBytes
+                }
             case .xForwardedFor:
                 forwardedFor = field
             default:
@@ -1071,20 +1090,35 @@ final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
             }
         }
         upstreamHead.append(provider.credentialLines)
+        if let layout, provider.credentialLines.count > 0 {
+            layout.noteLine(upstreamHead.readPointer, from: lineStart, to: upstreamHead.readableBytes)
+            lineStart = upstreamHead.readableBytes
+        }
         upstreamHead.append("x-forwarded-for: ")
         if let forwardedFor, forwardedFor.value.count > 0 {
             upstreamHead.append(base + Int(forwardedFor.value.start), Int(forwardedFor.value.count))
             upstreamHead.append(", ")
         }
         upstreamHead.append(peerHost, peerHostCount)
-        upstreamHead.append("\r\nx-request-id: ")
+        upstreamHead.append("\r\n")
+        layout?.noteLine(upstreamHead.readPointer, from: lineStart, to: upstreamHead.readableBytes)
+        lineStart = upstreamHead.readableBytes
+        upstreamHead.append("x-request-id: ")
         upstreamHead.append(requestID, requestIDCount)
-        upstreamHead.append("\r\ncontent-length: ")
+        upstreamHead.append("\r\n")
+        layout?.noteLine(upstreamHead.readPointer, from: lineStart, to: upstreamHead.readableBytes)
+        lineStart = upstreamHead.readableBytes
+        upstreamHead.append("content-length: ")
         var length = renameBody ? bodyCount - modelRange.count + deployment.upstreamModel.count : bodyCount
         length += includeUsage.lengthDelta
         if translation != nil { length = translatedRequest.readableBytes }
         upstreamHead.append(decimal: length)
-        upstreamHead.append("\r\n\r\n")
+        upstreamHead.append("\r\n")
+        if let layout {
+            layout.noteLine(upstreamHead.readPointer, from: lineStart, to: upstreamHead.readableBytes)
+            layout.headLength = upstreamHead.readableBytes + 2
+        }
+        upstreamHead.append("\r\n")
     }
 
     @inline(__always)
@@ -1115,7 +1149,7 @@ final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
         connection.requestBodyComplete = !streamingBody
         deadline = 0
         if record.active && record.upstreamStartNs == 0 { record.upstreamStartNs = Clock.monotonicNs() }
-        connection.sendQueued()
+        connection.sendQueued(layout: headLayoutValid ? headLayout : nil)
         if streamingBody && body.writerIndex > bodyForwarded { forwardBody() }
         upstreamWritable()
     }

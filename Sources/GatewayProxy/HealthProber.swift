@@ -97,7 +97,7 @@ final class HealthProber {
             headBytes = bytes
             connection.out.append(bytes.baseAddress!, bytes.count)
             connection.requestBodyComplete = true
-            connection.sendQueued()
+            connection.sendQueued(layout: nil)
         }
 
         func upstreamFailed(_ failure: UpstreamFailure) {

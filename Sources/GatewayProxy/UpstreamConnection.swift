@@ -93,8 +93,9 @@ protocol UpstreamChannel: AnyObject {
     /// Request bytes are still waiting to go out: a streaming body reads on at `upstreamWritable`.
     var hasPendingOutput: Bool { get }
     var route: ProviderRoute { get }
-    /// Sends what the exchange queued in `out`, then waits for the response.
-    func sendQueued()
+    /// Sends what the exchange queued in `out`, then waits for the response. `layout`, when given, says where the
+    /// parts of the head at the start of `out` are (an HTTP/2 stream makes its fields from it without parsing).
+    func sendQueued(layout: RequestHeadLayout?)
     /// More request body; the bytes stay valid until `upstreamWritable`.
     func sendMore(_ bytes: UnsafeRawPointer, _ count: Int)
     /// The exchange took the body bytes it was last given: deliver on.
@@ -105,6 +106,25 @@ protocol UpstreamChannel: AnyObject {
     func keepResponse(for exchange: any UpstreamExchange)
     /// The exchange is gone (its client left): stop the request.
     func cancel()
+}
+
+/// Where the parts of an HTTP/1.1 request head the gateway rendered are, as offsets from its first byte: what an
+/// HTTP/2 stream needs to make HEADERS fields from it (`UpstreamH2Stream`). `fields` are the fields it forwards, in
+/// order, without Host (`authority` is Host's value) and without hop-by-hop fields.
+final class RequestHeadLayout {
+    var method = ByteRange.empty
+    var target = ByteRange.empty
+    var authority = ByteRange.empty
+    var fields: [HeaderField] = []
+    var headLength = 0
+
+    /// Notes the field "name: value\r\n" that starts at `lineStart` and ends at `lineEnd` of `head`.
+    func noteLine(_ head: UnsafeRawPointer, from lineStart: Int, to lineEnd: Int) {
+        var colon = lineStart
+        while head.load(fromByteOffset: colon, as: UInt8.self) != UInt8(ascii: ":") { colon += 1 }
+        fields.append(HeaderField(name: ByteRange(start: Int32(lineStart), count: Int32(colon - lineStart)),
+                                  value: ByteRange(start: Int32(colon + 2), count: Int32(lineEnd - 2 - (colon + 2)))))
+    }
 }
 
 /// The side of a proxied request that waits on an upstream: the client connection, or one HTTP/2 stream of it.
@@ -208,8 +228,9 @@ final class UpstreamConnection: EventHandler, UpstreamChannel {
         }
     }
 
-    /// Writes what the exchange queued in `out`, then waits for the response.
-    func sendQueued() {
+    /// Writes what the exchange queued in `out`, then waits for the response (the head as it is: `layout` is for
+    /// HTTP/2 streams).
+    func sendQueued(layout: RequestHeadLayout?) {
         receivedResponseBytes = false
         reusable = true
         paused = false

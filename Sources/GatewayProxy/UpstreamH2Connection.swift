@@ -73,7 +73,7 @@ final class UpstreamH2Connection: EventHandler, HTTP2SessionDelegate, TimerTarge
     /// The header block of the request being submitted (nghttp2 copies it at submit time).
     let headers = HTTP2HeaderBlock()
     /// Which request fields HPACK indexes: not the ones whose value changes with every request (`x-request-id`).
-    let indexPolicy = HPACKIndexPolicy()
+    var indexPolicy = HPACKIndexPolicy()
     let requestParser = HTTPHeadParser()
     let responseParser = HTTPHeadParser()
 
@@ -572,7 +572,7 @@ final class UpstreamH2Stream: UpstreamChannel {
     // MARK: The request (called by the exchange)
 
     /// Turns the HTTP/1.1 request in `out` into HEADERS and the body it carries into DATA.
-    func sendQueued() {
+    func sendQueued(layout: RequestHeadLayout?) {
         let connection = self.connection
         guard streamID == 0, exchange != nil, let session = connection.session else { return }
         let total = out.pendingBytes
@@ -582,14 +582,24 @@ final class UpstreamH2Stream: UpstreamChannel {
         }
         out.removeAll()
         let start = body.buffer.readPointer
-        let parser = connection.requestParser
-        parser.reset()
-        guard case .complete = parser.parseRequest(start, body.buffer.readableBytes) else {
-            failSoon(.badResponse("the request could not be framed for HTTP/2"))
-            return
+        let headLength: Int
+        if let layout {
+            buildHeaders(layout, start)
+            headLength = layout.headLength
+            #if DEBUG
+            checkLayout(layout, start)
+            #endif
+        } else {
+            let parser = connection.requestParser
+            parser.reset()
+            guard case .complete = parser.parseRequest(start, body.buffer.readableBytes) else {
+                failSoon(.badResponse("the request could not be framed for HTTP/2"))
+                return
+            }
+            buildHeaders(parser, start)
+            headLength = parser.headLength
         }
-        buildHeaders(parser, start)
-        body.buffer.readerIndex += parser.headLength
+        body.buffer.readerIndex += headLength
         let hasBody = body.buffer.readableBytes > 0 || !requestBodyComplete
         if requestBodyComplete { session.end(body) }
         let id = connection.submit(self, body: hasBody ? body : nil)
@@ -632,6 +642,53 @@ final class UpstreamH2Stream: UpstreamChannel {
                         indexed: connection.indexPolicy.shouldIndex(name: name, value: value))
         }
     }
+
+    /// The request's pseudo-headers and fields from where the exchange said it put them: the fields are the ones it
+    /// forwards (no Host, no hop-by-hop field); their names are lowercased in place.
+    private func buildHeaders(_ layout: RequestHeadLayout, _ start: UnsafeMutableRawPointer) {
+        let connection = self.connection
+        let headers = connection.headers
+        headers.removeAll()
+        func bytes(_ range: ByteRange) -> UnsafeRawBufferPointer {
+            UnsafeRawBufferPointer(start: start + Int(range.start), count: Int(range.count))
+        }
+        func add(_ name: StaticString, _ range: ByteRange) {
+            headers.add(name: UnsafeRawBufferPointer(start: name.utf8Start, count: name.utf8CodeUnitCount),
+                        value: bytes(range), stable: false)
+        }
+        add(":method", layout.method)
+        headers.add(":scheme", connection.pool.route.tls == nil ? "http" : "https")
+        add(":authority", layout.authority)
+        add(":path", layout.target)
+        let policy = connection.indexPolicy
+        for field in layout.fields {
+            HTTPBytes.lowercaseInPlace(start + Int(field.name.start), Int(field.name.count))
+            let name = bytes(field.name), value = bytes(field.value)
+            headers.add(name: name, value: value, stable: false, indexed: policy.shouldIndex(name: name, value: value))
+        }
+    }
+
+    #if DEBUG
+    /// Debug builds (the test suite) check every layout against the parsed head: the same fields, in order.
+    private func checkLayout(_ layout: RequestHeadLayout, _ start: UnsafeMutableRawPointer) {
+        let fromLayout = connection.headers.snapshot()
+        let parser = HTTPHeadParser()
+        guard case .complete = parser.parseRequest(start, body.buffer.readableBytes) else {
+            preconditionFailure("a request head with a layout does not parse")
+        }
+        precondition(parser.headLength == layout.headLength, "layout head length \(layout.headLength), parsed \(parser.headLength)")
+        let policy = connection.indexPolicy
+        connection.indexPolicy = HPACKIndexPolicy()
+        buildHeaders(parser, start)
+        connection.indexPolicy = policy
+        let fromParse = connection.headers.snapshot()
+        precondition(fromLayout.map { [$0.0, $0.1] } == fromParse.map { [$0.0, $0.1] },
+                     "layout fields \(fromLayout.map { String(decoding: $0.0, as: UTF8.self) + ": " + String(decoding: $0.1, as: UTF8.self) }) "
+                     + "differ from the parsed head's \(fromParse.map { String(decoding: $0.0, as: UTF8.self) + ": " + String(decoding: $0.1, as: UTF8.self) })")
+        // Back to the fields as submitted (the parse path wrote over the block).
+        buildHeaders(layout, start)
+    }
+    #endif
 
     /// More request body (a body streaming in from the client).
     func sendMore(_ bytes: UnsafeRawPointer, _ count: Int) {
