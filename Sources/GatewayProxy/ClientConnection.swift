@@ -1033,7 +1033,7 @@ final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
         // An HTTP/2 provider's stream makes its fields from where the parts went, instead of parsing the head.
         let layout: RequestHeadLayout? = provider.http2 ? headLayout : nil
         headLayoutValid = layout != nil
-        layout?.fields.removeAll(keepingCapacity: true)
+        layout?.removeAll()
         upstreamHead.append(base + Int(parser.methodRange.start), Int(parser.methodRange.count))
         layout?.method = ByteRange(start: 0, count: parser.methodRange.count)
         upstreamHead.append(byte: UInt8(ascii: " "))
@@ -1061,7 +1061,7 @@ final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
         // Anthropic's API requires the version header; clients of the OpenAI shape never send it.
         if provider.kind == .anthropic, parser.value(named: "anthropic-version") == nil {
             upstreamHead.append("anthropic-version: 2023-06-01\r\n")
-            layout?.noteLine(upstreamHead.readPointer, from: lineStart, to: upstreamHead.readableBytes)
+            layout?.note(nameStart: lineStart, nameCount: 17, lineEnd: upstreamHead.readableBytes)
             lineStart = upstreamHead.readableBytes
         }
         var forwardedFor: HeaderField?
@@ -1080,7 +1080,7 @@ final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
                    }) { continue }
                 appendField(field, to: &upstreamHead)
                 if let layout {
-                    layout.noteLine(upstreamHead.readPointer, from: lineStart, to: upstreamHead.readableBytes)
+                    layout.note(nameStart: lineStart, nameCount: Int(field.name.count), lineEnd: upstreamHead.readableBytes)
                     lineStart = upstreamHead.readableBytes
                 }
             case .xForwardedFor:
@@ -1101,12 +1101,12 @@ final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
         }
         upstreamHead.append(peerHost, peerHostCount)
         upstreamHead.append("\r\n")
-        layout?.noteLine(upstreamHead.readPointer, from: lineStart, to: upstreamHead.readableBytes)
+        layout?.note(nameStart: lineStart, nameCount: 15, lineEnd: upstreamHead.readableBytes)
         lineStart = upstreamHead.readableBytes
         upstreamHead.append("x-request-id: ")
         upstreamHead.append(requestID, requestIDCount)
         upstreamHead.append("\r\n")
-        layout?.noteLine(upstreamHead.readPointer, from: lineStart, to: upstreamHead.readableBytes)
+        layout?.note(nameStart: lineStart, nameCount: 12, lineEnd: upstreamHead.readableBytes)
         lineStart = upstreamHead.readableBytes
         upstreamHead.append("content-length: ")
         var length = renameBody ? bodyCount - modelRange.count + deployment.upstreamModel.count : bodyCount
@@ -1115,7 +1115,7 @@ final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
         upstreamHead.append(decimal: length)
         upstreamHead.append("\r\n")
         if let layout {
-            layout.noteLine(upstreamHead.readPointer, from: lineStart, to: upstreamHead.readableBytes)
+            layout.note(nameStart: lineStart, nameCount: 14, lineEnd: upstreamHead.readableBytes)
             layout.headLength = upstreamHead.readableBytes + 2
         }
         upstreamHead.append("\r\n")

@@ -112,18 +112,37 @@ protocol UpstreamChannel: AnyObject {
 /// HTTP/2 stream needs to make HEADERS fields from it (`UpstreamH2Stream`). `fields` are the fields it forwards, in
 /// order, without Host (`authority` is Host's value) and without hop-by-hop fields.
 final class RequestHeadLayout {
+    /// The most fields a layout holds: the client's forwarded fields (at most `HTTPHeadParser.maxFields`) and the
+    /// ones the gateway adds. A head with more is parsed instead (`fields` is then nil).
+    static let capacity = HTTPHeadParser.maxFields + 8
     var method = ByteRange.empty
     var target = ByteRange.empty
     var authority = ByteRange.empty
-    var fields: [HeaderField] = []
     var headLength = 0
+    private let storage = UnsafeMutablePointer<HeaderField>.allocate(capacity: RequestHeadLayout.capacity)
+    private(set) var count = 0
+
+    deinit { storage.deallocate() }
+
+    var fields: UnsafeBufferPointer<HeaderField> { UnsafeBufferPointer(start: storage, count: count) }
+
+    func removeAll() { count = 0 }
+
+    /// Notes the field "NAME: value\r\n" whose name starts at `nameStart` and whose line ends at `lineEnd`.
+    @inline(__always)
+    func note(nameStart: Int, nameCount: Int, lineEnd: Int) {
+        precondition(count < RequestHeadLayout.capacity, "request head layout full")
+        let valueStart = nameStart + nameCount + 2
+        storage[count] = HeaderField(name: ByteRange(start: Int32(nameStart), count: Int32(nameCount)),
+                                     value: ByteRange(start: Int32(valueStart), count: Int32(lineEnd - 2 - valueStart)))
+        count += 1
+    }
 
     /// Notes the field "name: value\r\n" that starts at `lineStart` and ends at `lineEnd` of `head`.
     func noteLine(_ head: UnsafeRawPointer, from lineStart: Int, to lineEnd: Int) {
         var colon = lineStart
         while head.load(fromByteOffset: colon, as: UInt8.self) != UInt8(ascii: ":") { colon += 1 }
-        fields.append(HeaderField(name: ByteRange(start: Int32(lineStart), count: Int32(colon - lineStart)),
-                                  value: ByteRange(start: Int32(colon + 2), count: Int32(lineEnd - 2 - (colon + 2)))))
+        note(nameStart: lineStart, nameCount: colon - lineStart, lineEnd: lineEnd)
     }
 }
 
