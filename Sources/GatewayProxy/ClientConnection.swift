@@ -1026,16 +1026,26 @@ final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
     /// Writes the request head for the upstream: hop-by-hop and credential headers dropped, the
     /// provider's host and key added, the body re-framed with Content-Length.
     private func buildUpstreamHead(_ deployment: DeploymentRoute, provider: ProviderRoute) {
+        // An HTTP/2 provider's stream makes its fields from where the parts went, instead of parsing the head. Two
+        // inlined copies: the HTTP/1.1 one, with no layout, notes nothing and costs nothing for it.
+        headLayoutValid = provider.http2
+        if provider.http2 {
+            headLayout.removeAll()
+            renderUpstreamHead(deployment, provider: provider, layout: headLayout)
+        } else {
+            renderUpstreamHead(deployment, provider: provider, layout: NoHeadLayout())
+        }
+    }
+
+    /// Generic so that it is specialized twice: with `NoHeadLayout` every note is an empty call the optimizer drops.
+    private func renderUpstreamHead<Layout: HeadLayoutNotes>(_ deployment: DeploymentRoute, provider: ProviderRoute,
+                                                             layout: Layout) {
         buffers.release(&upstreamHead)
         let needed = parser.headLength + provider.basePath.count + provider.query.count + provider.credentialLines.count + 512
         buffers.attach(&upstreamHead, capacity: needed)
         let base = parser.base
-        // An HTTP/2 provider's stream makes its fields from where the parts went, instead of parsing the head.
-        let layout: RequestHeadLayout? = provider.http2 ? headLayout : nil
-        headLayoutValid = layout != nil
-        layout?.removeAll()
         upstreamHead.append(base + Int(parser.methodRange.start), Int(parser.methodRange.count))
-        layout?.method = ByteRange(start: 0, count: parser.methodRange.count)
+        layout.noteMethod(count: parser.methodRange.count)
         upstreamHead.append(byte: UInt8(ascii: " "))
         let targetStart = upstreamHead.readableBytes
         upstreamHead.append(provider.basePath)
@@ -1052,16 +1062,16 @@ final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
             upstreamHead.append(byte: UInt8(ascii: hasQuery ? "&" : "?"))
             upstreamHead.append(provider.query)
         }
-        layout?.target = ByteRange(start: Int32(targetStart), count: Int32(upstreamHead.readableBytes - targetStart))
+        layout.noteTarget(start: targetStart, end: upstreamHead.readableBytes)
         upstreamHead.append(" HTTP/1.1\r\n")
         // "host: VALUE\r\n"
-        layout?.authority = ByteRange(start: Int32(upstreamHead.readableBytes + 6), count: Int32(provider.hostLine.count - 8))
+        layout.noteHostLine(start: upstreamHead.readableBytes, count: provider.hostLine.count)
         upstreamHead.append(provider.hostLine)
         var lineStart = upstreamHead.readableBytes
         // Anthropic's API requires the version header; clients of the OpenAI shape never send it.
         if provider.kind == .anthropic, parser.value(named: "anthropic-version") == nil {
             upstreamHead.append("anthropic-version: 2023-06-01\r\n")
-            layout?.note(nameStart: lineStart, nameCount: 17, lineEnd: upstreamHead.readableBytes)
+            layout.note(nameStart: lineStart, nameCount: 17, lineEnd: upstreamHead.readableBytes)
             lineStart = upstreamHead.readableBytes
         }
         var forwardedFor: HeaderField?
@@ -1079,10 +1089,8 @@ final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
                        (0..<name.count).allSatisfy { base.load(fromByteOffset: Int(field.name.start) + $0, as: UInt8.self) | 0x20 == name[$0] }
                    }) { continue }
                 appendField(field, to: &upstreamHead)
-                if let layout {
-                    layout.note(nameStart: lineStart, nameCount: Int(field.name.count), lineEnd: upstreamHead.readableBytes)
-                    lineStart = upstreamHead.readableBytes
-                }
+                layout.note(nameStart: lineStart, nameCount: Int(field.name.count), lineEnd: upstreamHead.readableBytes)
+                lineStart = upstreamHead.readableBytes
             case .xForwardedFor:
                 forwardedFor = field
             default:
@@ -1090,7 +1098,7 @@ final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
             }
         }
         upstreamHead.append(provider.credentialLines)
-        if let layout, provider.credentialLines.count > 0 {
+        if provider.credentialLines.count > 0 {
             layout.noteLine(upstreamHead.readPointer, from: lineStart, to: upstreamHead.readableBytes)
             lineStart = upstreamHead.readableBytes
         }
@@ -1100,25 +1108,21 @@ final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
             upstreamHead.append(", ")
         }
         upstreamHead.append(peerHost, peerHostCount)
-        upstreamHead.append("\r\n")
-        layout?.note(nameStart: lineStart, nameCount: 15, lineEnd: upstreamHead.readableBytes)
-        lineStart = upstreamHead.readableBytes
-        upstreamHead.append("x-request-id: ")
+        // Each literal ends one line and starts the next (one append each: this is the hot path).
+        upstreamHead.append("\r\nx-request-id: ")
+        layout.note(nameStart: lineStart, nameCount: 15, lineEnd: upstreamHead.readableBytes &- 14)
+        lineStart = upstreamHead.readableBytes &- 14
         upstreamHead.append(requestID, requestIDCount)
-        upstreamHead.append("\r\n")
-        layout?.note(nameStart: lineStart, nameCount: 12, lineEnd: upstreamHead.readableBytes)
-        lineStart = upstreamHead.readableBytes
-        upstreamHead.append("content-length: ")
+        upstreamHead.append("\r\ncontent-length: ")
+        layout.note(nameStart: lineStart, nameCount: 12, lineEnd: upstreamHead.readableBytes &- 16)
+        lineStart = upstreamHead.readableBytes &- 16
         var length = renameBody ? bodyCount - modelRange.count + deployment.upstreamModel.count : bodyCount
         length += includeUsage.lengthDelta
         if translation != nil { length = translatedRequest.readableBytes }
         upstreamHead.append(decimal: length)
-        upstreamHead.append("\r\n")
-        if let layout {
-            layout.note(nameStart: lineStart, nameCount: 14, lineEnd: upstreamHead.readableBytes)
-            layout.headLength = upstreamHead.readableBytes + 2
-        }
-        upstreamHead.append("\r\n")
+        upstreamHead.append("\r\n\r\n")
+        layout.note(nameStart: lineStart, nameCount: 14, lineEnd: upstreamHead.readableBytes &- 2)
+        layout.noteHeadLength(upstreamHead.readableBytes)
     }
 
     @inline(__always)

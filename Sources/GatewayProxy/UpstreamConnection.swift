@@ -111,7 +111,28 @@ protocol UpstreamChannel: AnyObject {
 /// Where the parts of an HTTP/1.1 request head the gateway rendered are, as offsets from its first byte: what an
 /// HTTP/2 stream needs to make HEADERS fields from it (`UpstreamH2Stream`). `fields` are the fields it forwards, in
 /// order, without Host (`authority` is Host's value) and without hop-by-hop fields.
-final class RequestHeadLayout {
+/// What rendering a request head tells about where its parts went (`ClientConnection.renderUpstreamHead`).
+protocol HeadLayoutNotes {
+    func noteMethod(count: Int32)
+    func noteTarget(start: Int, end: Int)
+    /// "host: VALUE\r\n" at `start`.
+    func noteHostLine(start: Int, count: Int)
+    func note(nameStart: Int, nameCount: Int, lineEnd: Int)
+    func noteLine(_ head: UnsafeRawPointer, from lineStart: Int, to lineEnd: Int)
+    func noteHeadLength(_ length: Int)
+}
+
+/// Notes nothing: the head goes to an HTTP/1.1 provider as it is.
+struct NoHeadLayout: HeadLayoutNotes {
+    @inline(__always) func noteMethod(count: Int32) {}
+    @inline(__always) func noteTarget(start: Int, end: Int) {}
+    @inline(__always) func noteHostLine(start: Int, count: Int) {}
+    @inline(__always) func note(nameStart: Int, nameCount: Int, lineEnd: Int) {}
+    @inline(__always) func noteLine(_ head: UnsafeRawPointer, from lineStart: Int, to lineEnd: Int) {}
+    @inline(__always) func noteHeadLength(_ length: Int) {}
+}
+
+final class RequestHeadLayout : HeadLayoutNotes {
     /// The most fields a layout holds: the client's forwarded fields (at most `HTTPHeadParser.maxFields`) and the
     /// ones the gateway adds. A head with more is parsed instead (`fields` is then nil).
     static let capacity = HTTPHeadParser.maxFields + 8
@@ -127,6 +148,11 @@ final class RequestHeadLayout {
     var fields: UnsafeBufferPointer<HeaderField> { UnsafeBufferPointer(start: storage, count: count) }
 
     func removeAll() { count = 0 }
+
+    func noteMethod(count: Int32) { method = ByteRange(start: 0, count: count) }
+    func noteTarget(start: Int, end: Int) { target = ByteRange(start: Int32(start), count: Int32(end - start)) }
+    func noteHostLine(start: Int, count: Int) { authority = ByteRange(start: Int32(start + 6), count: Int32(count - 8)) }
+    func noteHeadLength(_ length: Int) { headLength = length }
 
     /// Notes the field "NAME: value\r\n" whose name starts at `nameStart` and whose line ends at `lineEnd`.
     @inline(__always)
