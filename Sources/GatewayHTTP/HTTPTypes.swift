@@ -219,8 +219,7 @@ public enum HTTPBytes {
     /// lowercase). Bytes outside A-Z are left as they are.
     @inline(__always)
     public static func lowercaseInPlace(_ pointer: UnsafeMutableRawPointer, _ count: Int) {
-        var offset = 0
-        while offset + 8 <= count {
+        @inline(__always) func fold(_ offset: Int) {
             let chunk = pointer.loadUnaligned(fromByteOffset: offset, as: UInt64.self)
             // Per byte, with the top bit cleared first so that no addition carries into the next byte: the top bit
             // of (b + 0x3F) is set from 'A' up, that of (b + 0x25) from '[' up; a capital has the first and not the
@@ -228,7 +227,16 @@ public enum HTTPBytes {
             let low = chunk & 0x7F7F_7F7F_7F7F_7F7F
             let capital = ((low &+ 0x3F3F_3F3F_3F3F_3F3F) ^ (low &+ 0x2525_2525_2525_2525)) & ~chunk & 0x8080_8080_8080_8080
             if capital != 0 { pointer.storeBytes(of: chunk | (capital >> 2), toByteOffset: offset, as: UInt64.self) }
+        }
+        var offset = 0
+        while offset + 8 <= count {
+            fold(offset)
             offset += 8
+        }
+        // The last bytes of a name of eight or more: the last eight again (folding twice changes nothing).
+        if offset < count && count >= 8 {
+            fold(count - 8)
+            return
         }
         while offset < count {
             let byte = pointer.load(fromByteOffset: offset, as: UInt8.self)
