@@ -14,16 +14,7 @@ struct AdoptedRequestTests {
         let methodRange = ByteRange(start: 0, count: Int32(method.utf8.count))
         let targetRange = ByteRange(start: Int32(text.count), count: Int32(target.utf8.count))
         text += Array(target.utf8) + Array(" HTTP/1.1\r\n".utf8)
-        var ranges: [HeaderField] = []
-        for (name, value) in fields {
-            let nameStart = text.count
-            text += Array(name.utf8) + Array(": ".utf8)
-            let valueStart = text.count
-            text += Array(value.utf8) + Array("\r\n".utf8)
-            ranges.append(HeaderField(name: ByteRange(start: Int32(nameStart), count: Int32(name.utf8.count)),
-                                      value: ByteRange(start: Int32(valueStart), count: Int32(value.utf8.count))))
-        }
-        text += Array("\r\n".utf8)
+        let ranges = appendRenderedFields(fields, to: &text)
         return (RawBuffer(text), methodRange, targetRange, ranges)
     }
 
@@ -42,12 +33,7 @@ struct AdoptedRequestTests {
         #expect(adopted.contentLength == parsed.contentLength && adopted.chunked == parsed.chunked, sourceLocation: sourceLocation)
         #expect(adopted.keepAlive == parsed.keepAlive && adopted.expectContinue == parsed.expectContinue, sourceLocation: sourceLocation)
         #expect(adopted.hasGatewayFields == parsed.hasGatewayFields && adopted.hostCount == parsed.hostCount, sourceLocation: sourceLocation)
-        #expect(adopted.fieldCount == parsed.fieldCount, sourceLocation: sourceLocation)
-        for i in 0..<min(adopted.fieldCount, parsed.fieldCount) {
-            let a = adopted.fields[i], p = parsed.fields[i]
-            #expect(a.name == p.name && a.value == p.value && a.kind == p.kind
-                    && a.nominatedByConnection == p.nominatedByConnection, "field \(i)", sourceLocation: sourceLocation)
-        }
+        expectSameFields(adopted, parsed, sourceLocation: sourceLocation)
         return outcome
     }
 

@@ -10,16 +10,7 @@ struct AdoptedResponseTests {
     /// Renders "HTTP/1.1 STATUS OK\r\n" and the fields as UpstreamH2Stream does, with their ranges.
     private func render(_ status: Int, _ fields: [(String, String)]) -> (RawBuffer, [HeaderField]) {
         var text = Array("HTTP/1.1 \(status) OK\r\n".utf8)
-        var ranges: [HeaderField] = []
-        for (name, value) in fields {
-            let nameStart = text.count
-            text += Array(name.utf8) + Array(": ".utf8)
-            let valueStart = text.count
-            text += Array(value.utf8) + Array("\r\n".utf8)
-            ranges.append(HeaderField(name: ByteRange(start: Int32(nameStart), count: Int32(name.utf8.count)),
-                                      value: ByteRange(start: Int32(valueStart), count: Int32(value.utf8.count))))
-        }
-        text += Array("\r\n".utf8)
+        let ranges = appendRenderedFields(fields, to: &text)
         return (RawBuffer(text), ranges)
     }
 
@@ -37,12 +28,7 @@ struct AdoptedResponseTests {
         #expect(adopted.minorVersion == parsed.minorVersion && adopted.keepAlive == parsed.keepAlive, sourceLocation: sourceLocation)
         #expect(adopted.contentLength == parsed.contentLength && adopted.chunked == parsed.chunked, sourceLocation: sourceLocation)
         #expect(adopted.hasGatewayFields == parsed.hasGatewayFields, sourceLocation: sourceLocation)
-        #expect(adopted.fieldCount == parsed.fieldCount, sourceLocation: sourceLocation)
-        for i in 0..<min(adopted.fieldCount, parsed.fieldCount) {
-            let a = adopted.fields[i], p = parsed.fields[i]
-            #expect(a.name == p.name && a.value == p.value && a.kind == p.kind
-                    && a.nominatedByConnection == p.nominatedByConnection, "field \(i)", sourceLocation: sourceLocation)
-        }
+        expectSameFields(adopted, parsed, sourceLocation: sourceLocation)
         return outcome
     }
 

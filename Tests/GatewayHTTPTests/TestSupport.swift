@@ -110,3 +110,29 @@ func expectedCode(forStatus status: Int) -> StaticCode {
     default: .invalidRequest
     }
 }
+
+/// Appends "name: value\r\n" for each field to `text`, as the gateway renders a head from HTTP/2 fields, and returns
+/// each field's name and value ranges in it (what `adoptRequest` and `adoptResponse` take).
+func appendRenderedFields(_ fields: [(String, String)], to text: inout [UInt8]) -> [HeaderField] {
+    var ranges: [HeaderField] = []
+    for (name, value) in fields {
+        let nameStart = text.count
+        text += Array(name.utf8) + Array(": ".utf8)
+        let valueStart = text.count
+        text += Array(value.utf8) + Array("\r\n".utf8)
+        ranges.append(HeaderField(name: ByteRange(start: Int32(nameStart), count: Int32(name.utf8.count)),
+                                  value: ByteRange(start: Int32(valueStart), count: Int32(value.utf8.count))))
+    }
+    text += Array("\r\n".utf8)
+    return ranges
+}
+
+/// The same fields, ranges, kinds and Connection nominations in both parsers.
+func expectSameFields(_ adopted: HTTPHeadParser, _ parsed: HTTPHeadParser, sourceLocation: SourceLocation) {
+    #expect(adopted.fieldCount == parsed.fieldCount, sourceLocation: sourceLocation)
+    for i in 0..<min(adopted.fieldCount, parsed.fieldCount) {
+        let a = adopted.fields[i], p = parsed.fields[i]
+        #expect(a.name == p.name && a.value == p.value && a.kind == p.kind
+                && a.nominatedByConnection == p.nominatedByConnection, "field \(i)", sourceLocation: sourceLocation)
+    }
+}
