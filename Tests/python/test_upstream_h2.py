@@ -325,6 +325,7 @@ class HPACKRecordingProvider:
         self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
         self.conn = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=False))
         self.request_ids: list[str] = []
+        self.shapes: dict[int, str] = {}
         self.lock = threading.Lock()
         self.thread = threading.Thread(target=self.serve, daemon=True)
         self.thread.start()
@@ -341,14 +342,30 @@ class HPACKRecordingProvider:
             with self.lock:
                 for event in self.conn.receive_data(data):
                     if isinstance(event, h2.events.RequestReceived):
-                        self.request_ids.append(dict(event.headers)[b"x-request-id"].decode())
+                        headers = dict(event.headers)
+                        self.request_ids.append(headers[b"x-request-id"].decode())
+                        self.shapes[event.stream_id] = headers.get(b"x-test-shape", b"").decode()
                     elif isinstance(event, h2.events.DataReceived):
                         self.conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
                     elif isinstance(event, h2.events.StreamEnded):
-                        self.conn.send_headers(event.stream_id, [(":status", "200"), ("content-type", "application/json"),
-                                                                 ("content-length", str(len(self.BODY)))])
-                        self.conn.send_data(event.stream_id, self.BODY, end_stream=True)
+                        self.answer(event.stream_id, self.shapes.pop(event.stream_id, ""))
                 sock.sendall(self.conn.data_to_send())
+
+    def answer(self, stream: int, shape: str) -> None:
+        """The usual JSON answer with its length, or (x-test-shape) one without a length in two DATA frames, an
+        empty 200 ended by its HEADERS frame, or a 204."""
+        if shape == "no-length":
+            self.conn.send_headers(stream, [(":status", "200"), ("content-type", "application/json")])
+            self.conn.send_data(stream, self.BODY[:40])
+            self.conn.send_data(stream, self.BODY[40:], end_stream=True)
+        elif shape == "empty":
+            self.conn.send_headers(stream, [(":status", "200"), ("x-shape", "empty")], end_stream=True)
+        elif shape == "204":
+            self.conn.send_headers(stream, [(":status", "204"), ("x-shape", "no-content")], end_stream=True)
+        else:
+            self.conn.send_headers(stream, [(":status", "200"), ("content-type", "application/json"),
+                                            ("content-length", str(len(self.BODY)))])
+            self.conn.send_data(stream, self.BODY, end_stream=True)
 
     def indexed(self) -> list[tuple[bytes, bytes]]:
         with self.lock:
@@ -373,3 +390,29 @@ def test_request_fields_that_change_every_time_stay_out_of_the_providers_hpack_t
     # Fields with the same value each time stay indexed, so they cost a byte or two per request.
     assert (b"x-team", b"search") in entries and (b"content-type", b"application/json") in entries, entries
     assert len(entries) < 20, entries
+
+
+def test_response_framings_from_an_h2_provider_reach_http1_clients_intact(start_gateway):
+    # The head of each HTTP/2 response is rendered for the exchange with the framing HTTP/1.1 needs: the provider's
+    # content-length, chunked when it sent none, content-length 0 for a body ended by the HEADERS frame, none for 204.
+    provider = HPACKRecordingProvider()
+    gateway = start_gateway(config(provider.url, "h2c", max_connections=1))
+    with httpx.Client(base_url=gateway.url, timeout=30) as http:
+        def post(shape: str) -> httpx.Response:
+            return http.post("/v1/chat/completions", json=CHAT, headers={"x-test-shape": shape})
+
+        plain = post("")
+        assert plain.status_code == 200 and plain.content == provider.BODY
+        assert plain.headers["content-length"] == str(len(provider.BODY))
+        unsized = post("no-length")
+        assert unsized.status_code == 200 and unsized.content == provider.BODY
+        assert unsized.headers.get("transfer-encoding") == "chunked" and "content-length" not in unsized.headers
+        empty = post("empty")
+        assert empty.status_code == 200 and empty.content == b"" and empty.headers["x-shape"] == "empty"
+        assert empty.headers["content-length"] == "0"
+        no_content = post("204")
+        assert no_content.status_code == 204 and no_content.content == b""
+        assert no_content.headers["x-shape"] == "no-content"
+        # The connection to the gateway serves on after each.
+        assert post("").content == provider.BODY
+
