@@ -138,8 +138,9 @@ enum DeterministicRuns {
     // MARK: Instructions
 
     /// `h2c`: the load is h2c (`h2cStreams` streams per connection), the gateway's HTTP/2 front; else HTTP/1.1.
-    static func instructions(launch: GatewayLaunch, h2c: Bool = false, warmup: Int = 300, requests: Int = 6000,
-                             say: (String) -> Void) -> InstructionsRecord {
+    /// `folder`: the work folder's subfolder for this run's dump (runs of one suite must not share one).
+    static func instructions(launch: GatewayLaunch, h2c: Bool = false, folder: String? = nil, warmup: Int = 300,
+                             requests: Int = 6000, say: (String) -> Void) -> InstructionsRecord {
         var record = InstructionsRecord(status: "skipped", warmup_requests: warmup, requests: requests, connections: connections)
         record.protocol_name = h2c ? "h2c" : "http1"
         record.streams_per_connection = h2c ? h2cStreams : 1
@@ -151,7 +152,7 @@ enum DeterministicRuns {
         record.tool = version.output.split(separator: "\n").first.map(String.init)
         // valgrind cannot read the debug info of our binaries ("Possibly corrupted debuginfo file"): run a copy
         // without it.
-        let dir = launch.directory + (h2c ? "/callgrind-h2c" : "/callgrind")
+        let dir = launch.directory + "/" + (folder ?? (h2c ? "callgrind-h2c" : "callgrind"))
         mkdir(dir, 0o755)
         let copy = dir + "/gateway"
         let copied = Tool.run(["cp", launch.binary, copy], in: launch.directory)

@@ -35,16 +35,19 @@ public struct GateFigures: Codable, Sendable, Equatable {
     public var instructions_per_request: Double?
     /// The same, with the requests over h2c (4 connections, 32 streams each).
     public var h2c_instructions_per_request: Double?
+    /// The same h2c requests through a gateway that speaks h2c to its provider too (`protocol: h2c`).
+    public var h2c_upstream_instructions_per_request: Double?
 
     public init(throughput_ratio: Double? = nil, delta_p99_over_direct_p50: Double? = nil, cpu_per_request_ratio: Double? = nil,
                 allocations_per_request: Double? = nil, instructions_per_request: Double? = nil,
-                h2c_instructions_per_request: Double? = nil) {
+                h2c_instructions_per_request: Double? = nil, h2c_upstream_instructions_per_request: Double? = nil) {
         self.throughput_ratio = throughput_ratio
         self.delta_p99_over_direct_p50 = delta_p99_over_direct_p50
         self.cpu_per_request_ratio = cpu_per_request_ratio
         self.allocations_per_request = allocations_per_request
         self.instructions_per_request = instructions_per_request
         self.h2c_instructions_per_request = h2c_instructions_per_request
+        self.h2c_upstream_instructions_per_request = h2c_upstream_instructions_per_request
     }
 
     /// The figures by name, nil when not measured.
@@ -53,6 +56,7 @@ public struct GateFigures: Codable, Sendable, Equatable {
             "throughput_ratio": throughput_ratio, "delta_p99_over_direct_p50": delta_p99_over_direct_p50,
             "cpu_per_request_ratio": cpu_per_request_ratio, "allocations_per_request": allocations_per_request,
             "instructions_per_request": instructions_per_request, "h2c_instructions_per_request": h2c_instructions_per_request,
+            "h2c_upstream_instructions_per_request": h2c_upstream_instructions_per_request,
         ]
     }
 
@@ -65,6 +69,7 @@ public struct GateFigures: Codable, Sendable, Equatable {
         try container.encode(allocations_per_request, forKey: .allocations_per_request)
         try container.encode(instructions_per_request, forKey: .instructions_per_request)
         try container.encode(h2c_instructions_per_request, forKey: .h2c_instructions_per_request)
+        try container.encode(h2c_upstream_instructions_per_request, forKey: .h2c_upstream_instructions_per_request)
     }
 }
 
@@ -120,6 +125,8 @@ public struct GateFigureSpec: Sendable {
                        meaning: "user-space instructions per proxied request (callgrind)"),
         GateFigureSpec(name: "h2c_instructions_per_request", higherIsBetter: false, tolerance: GateTolerance(relative: 0.03),
                        meaning: "the same over h2c, 32 streams per connection (callgrind)"),
+        GateFigureSpec(name: "h2c_upstream_instructions_per_request", higherIsBetter: false, tolerance: GateTolerance(relative: 0.03),
+                       meaning: "the same h2c load with h2c to the provider too (callgrind)"),
     ]
 }
 

@@ -250,18 +250,34 @@ public final class SuiteRunner {
                                    pin: pin, loadCPUs: loadCPUs)
         var instructions: InstructionsRecord?
         var h2cInstructions: InstructionsRecord?
+        var h2cUpstreamInstructions: InstructionsRecord?
         if options.wants("instructions") {
-            // HTTP/1.1, then the same requests over h2c: each protocol's front has its own cost to hold.
-            for h2c in [false, true] {
-                let name = h2c ? "h2c" : "HTTP/1.1"
-                log("instructions per proxied request, \(name) (callgrind)")
-                let result = DeterministicRuns.instructions(launch: launch, h2c: h2c) { log($0) }
-                if result.status == "failed" { problems.append("instructions (\(name)): \(result.note ?? "failed")") }
+            // HTTP/1.1, then the same requests over h2c, then over h2c through a gateway that speaks h2c to gwmock too:
+            // each protocol's front, and the HTTP/2 path to the provider, has its own cost to hold.
+            var upstreamLaunch = launch
+            upstreamLaunch.configPath = workDir + "/gateway-h2c-upstream.yaml"
+            do {
+                try Files.write(SuiteRunner.gatewayConfig(mockPort: mockPort, upstreamProtocol: "h2c"), to: upstreamLaunch.configPath)
+            } catch {
+                problems.append("instructions (h2c to the provider): \(error.description)")
+            }
+            let runs: [(name: String, launch: GatewayLaunch, h2c: Bool, folder: String)] = [
+                ("HTTP/1.1", launch, false, "callgrind"), ("h2c", launch, true, "callgrind-h2c"),
+                ("h2c, h2c to the provider", upstreamLaunch, true, "callgrind-h2c-upstream"),
+            ]
+            for run in runs {
+                log("instructions per proxied request, \(run.name) (callgrind)")
+                let result = DeterministicRuns.instructions(launch: run.launch, h2c: run.h2c, folder: run.folder) { log($0) }
+                if result.status == "failed" { problems.append("instructions (\(run.name)): \(result.note ?? "failed")") }
                 if result.status == "skipped" { log("instructions skipped: \(result.note ?? "")") }
                 if let status = result.gateway_exit_status, status != 0 {
-                    problems.append("the callgrind gateway (\(name)) exited with status \(status), not 0")
+                    problems.append("the callgrind gateway (\(run.name)) exited with status \(status), not 0")
                 }
-                if h2c { h2cInstructions = result } else { instructions = result }
+                switch run.folder {
+                case "callgrind": instructions = result
+                case "callgrind-h2c": h2cInstructions = result
+                default: h2cUpstreamInstructions = result
+                }
             }
         }
         var allocations: AllocationsRecord?
@@ -283,7 +299,7 @@ public final class SuiteRunner {
         }
 
         var (gate, sources, notes) = gateFigures(scenarios: scenarios, instructions: instructions, h2cInstructions: h2cInstructions,
-                                                 allocations: allocations)
+                                                 h2cUpstreamInstructions: h2cUpstreamInstructions, allocations: allocations)
         if !options.wants("1") { notes.append("scenario 1 not run (--only): no throughput, latency or CPU figures") }
         if let busy = noise.first(where: { $0.window == "scenario 1" }), busy.busiest > 0.1 {
             notes.append("machine: other processes took \(busy.summary) of the CPUs during scenario 1: its figures (throughput, "
@@ -296,7 +312,8 @@ public final class SuiteRunner {
             machine: machine, arrangement: arrangement,
             binaries: ["gateway": options.binDir + "/gateway", "gwmock": options.binDir + "/gwmock", "gwbench": options.binDir + "/gwbench"],
             targets: targets, gate: gate, gate_sources: sources, gate_notes: notes, scenarios: scenarios,
-            instructions: instructions, h2c_instructions: h2cInstructions, allocations: allocations, noise: noise, processes: exits,
+            instructions: instructions, h2c_instructions: h2cInstructions, h2c_upstream_instructions: h2cUpstreamInstructions,
+            allocations: allocations, noise: noise, processes: exits,
             problems: problems)
         let files = try write(report)
         if problems.isEmpty { removeWorkDir() } else { log("kept \(workDir) (logs of the run)") }
@@ -379,13 +396,14 @@ public final class SuiteRunner {
         }
     }
 
-    /// The gateway's configuration: one provider (gwmock), one model, one reactor thread.
-    public static func gatewayConfig(mockPort: UInt16) -> String {
+    /// The gateway's configuration: one provider (gwmock), one model, one reactor thread; HTTP/1.1 to gwmock unless
+    /// `upstreamProtocol` says otherwise.
+    public static func gatewayConfig(mockPort: UInt16, upstreamProtocol: String = "h1") -> String {
         """
         # Written by gwbench suite: the bare proxy in front of gwmock.
         server: {listen: ["127.0.0.1:0"], threads: 1}
         providers:
-          - {name: mock, kind: openai, base_url: "http://127.0.0.1:\(mockPort)/v1", max_connections: 256}
+          - {name: mock, kind: openai, base_url: "http://127.0.0.1:\(mockPort)/v1", max_connections: 256, protocol: \(upstreamProtocol)}
         models:
           - {name: gpt-4o-mini, deployments: [{provider: mock, model: gpt-4o-mini}]}
 
@@ -864,7 +882,7 @@ public final class SuiteRunner {
     }
 
     func gateFigures(scenarios: [ScenarioRecord], instructions: InstructionsRecord?, h2cInstructions: InstructionsRecord? = nil,
-                     allocations: AllocationsRecord?)
+                     h2cUpstreamInstructions: InstructionsRecord? = nil, allocations: AllocationsRecord?)
         -> (GateFigures, [String: String], [String])
     {
         var gate = GateFigures()
@@ -884,6 +902,8 @@ public final class SuiteRunner {
                 + "warm-up requests) ÷ 6,000",
             "h2c_instructions_per_request": "as instructions_per_request, with the requests sent over h2c (4 connections, "
                 + "\(DeterministicRuns.h2cStreams) streams each): the gateway's HTTP/2 front (nghttp2) before the same proxy path",
+            "h2c_upstream_instructions_per_request": "as h2c_instructions_per_request, through a gateway whose provider has "
+                + "protocol: h2c: HTTP/2 on both sides",
         ]
         let overhead = scenarios.first { $0.number == 1 }
         if let throughput = outcomes["overhead-throughput"] {
@@ -917,6 +937,14 @@ public final class SuiteRunner {
             }
         } else {
             notes.append("h2c_instructions_per_request: not asked for (--only)")
+        }
+        if let h2cUpstreamInstructions {
+            gate.h2c_upstream_instructions_per_request = h2cUpstreamInstructions.instructions_per_request
+            if gate.h2c_upstream_instructions_per_request == nil {
+                notes.append("h2c_upstream_instructions_per_request: \(h2cUpstreamInstructions.status): \(h2cUpstreamInstructions.note ?? "")")
+            }
+        } else {
+            notes.append("h2c_upstream_instructions_per_request: not asked for (--only)")
         }
         if let allocations {
             gate.allocations_per_request = allocations.allocations_per_request
@@ -959,7 +987,8 @@ public final class SuiteRunner {
         if let instructions = report.instructions {
             let file = SuiteScenarioFile(kind: "suite-instructions", date: report.date, command: report.command, machine: report.machine,
                                          arrangement: report.arrangement, instructions: instructions,
-                                         h2c_instructions: report.h2c_instructions)
+                                         h2c_instructions: report.h2c_instructions,
+                                         h2c_upstream_instructions: report.h2c_upstream_instructions)
             try save(try encode(file), "\(report.date)-instructions.json")
         }
         if let allocations = report.allocations {

@@ -85,6 +85,13 @@ public enum SuiteMarkdown {
                         + "**\(h.instructions_per_request.map { Format.fixed($0, 0) } ?? "–") instructions per request**."
                     : "_h2c: \(h.status): \(h.note ?? "")_")
             }
+            if let u = report.h2c_upstream_instructions {
+                md.append("")
+                md.append(u.status == "ran"
+                    ? "Over h2c through a gateway with h2c to gwmock as well (`protocol: h2c`): "
+                        + "**\(u.instructions_per_request.map { Format.fixed($0, 0) } ?? "–") instructions per request**."
+                    : "_h2c to the provider: \(u.status): \(u.note ?? "")_")
+            }
         } else {
             md.append("_not asked for_")
         }

@@ -115,6 +115,8 @@ public struct SuiteReport: Codable, Sendable, Equatable {
     public var instructions: InstructionsRecord?
     /// The same as `instructions`, with the requests over h2c.
     public var h2c_instructions: InstructionsRecord?
+    /// The h2c requests through a gateway with `protocol: h2c` to gwmock.
+    public var h2c_upstream_instructions: InstructionsRecord?
     public var allocations: AllocationsRecord?
     /// How much of each CPU other processes took while the noisy figures were measured.
     public var noise: [NoiseRecord]?
@@ -137,5 +139,6 @@ public struct SuiteScenarioFile: Codable, Sendable, Equatable {
     public var scenario: ScenarioRecord?
     public var instructions: InstructionsRecord?
     public var h2c_instructions: InstructionsRecord?
+    public var h2c_upstream_instructions: InstructionsRecord?
     public var allocations: AllocationsRecord?
 }

@@ -66,7 +66,7 @@ struct SuiteCommand: ParsableCommand {
         print("gate figures:")
         for spec in GateFigureSpec.all {
             let value = report.gate.byName[spec.name] ?? nil
-            print("  " + spec.name.padding(30) + (value.map { String(describing: $0) } ?? "missing"))
+            print("  " + spec.name.padding(38) + (value.map { String(describing: $0) } ?? "missing"))
         }
         for note in report.gate_notes { print("  note: \(note)") }
         print("")
