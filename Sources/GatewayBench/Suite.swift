@@ -924,28 +924,17 @@ public final class SuiteRunner {
         } else {
             notes.append("delta_p99_over_direct_p50: scenario 1 did not run")
         }
-        if let instructions {
-            gate.instructions_per_request = instructions.instructions_per_request
-            if gate.instructions_per_request == nil { notes.append("instructions_per_request: \(instructions.status): \(instructions.note ?? "")") }
-        } else {
-            notes.append("instructions_per_request: not asked for (--only)")
-        }
-        if let h2cInstructions {
-            gate.h2c_instructions_per_request = h2cInstructions.instructions_per_request
-            if gate.h2c_instructions_per_request == nil {
-                notes.append("h2c_instructions_per_request: \(h2cInstructions.status): \(h2cInstructions.note ?? "")")
+        func take(_ record: InstructionsRecord?, _ name: String, _ figure: WritableKeyPath<GateFigures, Double?>) {
+            guard let record else {
+                notes.append("\(name): not asked for (--only)")
+                return
             }
-        } else {
-            notes.append("h2c_instructions_per_request: not asked for (--only)")
+            gate[keyPath: figure] = record.instructions_per_request
+            if record.instructions_per_request == nil { notes.append("\(name): \(record.status): \(record.note ?? "")") }
         }
-        if let h2cUpstreamInstructions {
-            gate.h2c_upstream_instructions_per_request = h2cUpstreamInstructions.instructions_per_request
-            if gate.h2c_upstream_instructions_per_request == nil {
-                notes.append("h2c_upstream_instructions_per_request: \(h2cUpstreamInstructions.status): \(h2cUpstreamInstructions.note ?? "")")
-            }
-        } else {
-            notes.append("h2c_upstream_instructions_per_request: not asked for (--only)")
-        }
+        take(instructions, "instructions_per_request", \.instructions_per_request)
+        take(h2cInstructions, "h2c_instructions_per_request", \.h2c_instructions_per_request)
+        take(h2cUpstreamInstructions, "h2c_upstream_instructions_per_request", \.h2c_upstream_instructions_per_request)
         if let allocations {
             gate.allocations_per_request = allocations.allocations_per_request
             if gate.allocations_per_request == nil { notes.append("allocations_per_request: \(allocations.status): \(allocations.note ?? "")") }

@@ -78,20 +78,20 @@ public enum SuiteMarkdown {
             } else {
                 md.append("_\(i.status): \(i.note ?? "")_")
             }
+            /// One more run of the same requests: "`what`: **N instructions per request**." or why it did not run.
+            func another(_ run: InstructionsRecord?, _ what: String, short: String) {
+                guard let run else { return }
+                md.append("")
+                md.append(run.status == "ran"
+                    ? "\(what): **\(run.instructions_per_request.map { Format.fixed($0, 0) } ?? "–") instructions per request**."
+                    : "_\(short): \(run.status): \(run.note ?? "")_")
+            }
             if let h = report.h2c_instructions {
-                md.append("")
-                md.append(h.status == "ran"
-                    ? "Over h2c (the same requests, \(h.connections) connections with \(h.streams_per_connection ?? 1) streams each): "
-                        + "**\(h.instructions_per_request.map { Format.fixed($0, 0) } ?? "–") instructions per request**."
-                    : "_h2c: \(h.status): \(h.note ?? "")_")
+                another(h, "Over h2c (the same requests, \(h.connections) connections with \(h.streams_per_connection ?? 1) streams each)",
+                        short: "h2c")
             }
-            if let u = report.h2c_upstream_instructions {
-                md.append("")
-                md.append(u.status == "ran"
-                    ? "Over h2c through a gateway with h2c to gwmock as well (`protocol: h2c`): "
-                        + "**\(u.instructions_per_request.map { Format.fixed($0, 0) } ?? "–") instructions per request**."
-                    : "_h2c to the provider: \(u.status): \(u.note ?? "")_")
-            }
+            another(report.h2c_upstream_instructions, "Over h2c through a gateway with h2c to gwmock as well (`protocol: h2c`)",
+                    short: "h2c to the provider")
         } else {
             md.append("_not asked for_")
         }
