@@ -21,6 +21,47 @@ public struct GatewayLaunch: Sendable {
     public var loadCPUs: [Int]
 }
 
+/// A gateway with the control layer on: the key its requests carry, and its SQLite audit log. The audit writer
+/// commits in batches on its own thread; `waitForAuditRecords` waits until the log holds a given number of records,
+/// so that a callgrind window holds the writing of exactly its own requests' records. The count is read by an
+/// outside process (python3's sqlite3), which the window does not see.
+public struct PolicyLoad: Sendable {
+    public var apiKey: String
+    public var auditDatabase: String
+    /// The admin listener's key, from the environment as the config schema wants it.
+    static let adminKeyVariable = "GWBENCH_SUITE_ADMIN_KEY"
+    var environment: [String: String] { [PolicyLoad.adminKeyVariable: "gwbench-suite-admin"] }
+
+    public init(apiKey: String, auditDatabase: String) {
+        self.apiKey = apiKey
+        self.auditDatabase = auditDatabase
+    }
+
+    func waitForAuditRecords(_ count: Int, in directory: String, timeoutNs: UInt64 = 120_000_000_000) throws(SuiteError) {
+        guard let python = Tool.find("python3") else { throw SuiteError("python3 is needed to read the audit log's count") }
+        let script = """
+            import sqlite3, sys
+            try:
+                print(sqlite3.connect(sys.argv[1], timeout=1).execute("SELECT count(*) FROM audit").fetchone()[0])
+            except sqlite3.Error:
+                print(-1)
+            """
+        let deadline = Clock.monotonicNs() + timeoutNs
+        var last = "?"
+        while Clock.monotonicNs() < deadline {
+            let run = Tool.run([python, "-c", script, auditDatabase], in: directory)
+            last = String(run.output.filter { !$0.isWhitespace })
+            if let n = Int(last), n >= count {
+                guard n == count else { throw SuiteError("the audit log holds \(n) records, more than the \(count) sent") }
+                return
+            }
+            usleep(100_000)
+        }
+        throw SuiteError("the audit log \(auditDatabase) did not reach \(count) records within \(timeoutNs / 1_000_000_000) s "
+            + "(last count: \(last))")
+    }
+}
+
 public struct InstructionsRecord: Codable, Sendable, Equatable {
     public var status: String
     public var note: String?
@@ -97,7 +138,8 @@ enum DeterministicRuns {
     static let h2cStreams = 32
 
     /// `h2c`: HTTP/2 without TLS, `h2cStreams` streams on each connection; else HTTP/1.1.
-    static func send(_ count: Int, to url: String, loadCPUs: [Int], promptBytes: Int = 300, h2c: Bool = false) throws(SuiteError) -> RunResult {
+    static func send(_ count: Int, to url: String, loadCPUs: [Int], promptBytes: Int = 300, h2c: Bool = false,
+                     headers: [(String, String)] = []) throws(SuiteError) -> RunResult {
         let target: BenchTarget
         do {
             target = try BenchTarget(parsing: url)
@@ -106,6 +148,7 @@ enum DeterministicRuns {
         }
         var spec = RequestSpec()
         spec.promptBytes = promptBytes
+        spec.headers = headers
         var config = LoadConfig(target: target, request: spec)
         config.connections = connections
         if h2c {
@@ -139,8 +182,10 @@ enum DeterministicRuns {
 
     /// `h2c`: the load is h2c (`h2cStreams` streams per connection), the gateway's HTTP/2 front; else HTTP/1.1.
     /// `folder`: the work folder's subfolder for this run's dump (runs of one suite must not share one).
-    static func instructions(launch: GatewayLaunch, h2c: Bool = false, folder: String? = nil, warmup: Int = 300,
-                             requests: Int = 6000, say: (String) -> Void) -> InstructionsRecord {
+    /// `policy`: the gateway runs the control layer; the requests carry its key, and the window holds exactly the
+    /// counted requests' audit records (see `PolicyLoad`).
+    static func instructions(launch: GatewayLaunch, h2c: Bool = false, folder: String? = nil, policy: PolicyLoad? = nil,
+                             warmup: Int = 300, requests: Int = 6000, say: (String) -> Void) -> InstructionsRecord {
         var record = InstructionsRecord(status: "skipped", warmup_requests: warmup, requests: requests, connections: connections)
         record.protocol_name = h2c ? "h2c" : "http1"
         record.streams_per_connection = h2c ? h2cStreams : 1
@@ -170,7 +215,8 @@ enum DeterministicRuns {
         let gateway: ChildProcess
         do {
             gateway = try ChildProcess.spawn(name: "gateway (callgrind)", executable: valgrind, arguments: arguments,
-                                             directory: dir, logPath: dir + "/gateway.log", pin: launch.pin)
+                                             environment: policy?.environment ?? [:], directory: dir,
+                                             logPath: dir + "/gateway.log", pin: launch.pin)
         } catch {
             return failed(record, error.description)
         }
@@ -179,11 +225,14 @@ enum DeterministicRuns {
             let url = try gateway.waitForURL(timeoutNs: 60_000_000_000)
             record.startup_s = Double(Clock.monotonicNs() - started) / 1e9
             say("callgrind: gateway up after \(Format.fixed(record.startup_s!, 1)) s at \(url); \(warmup) warm-up requests")
-            _ = try send(warmup, to: url, loadCPUs: launch.loadCPUs, h2c: h2c)
+            let headers = policy.map { [("Authorization", "Bearer \($0.apiKey)")] } ?? []
+            _ = try send(warmup, to: url, loadCPUs: launch.loadCPUs, h2c: h2c, headers: headers)
+            try policy?.waitForAuditRecords(warmup, in: dir)
             let zero = Tool.run([control, "--zero", "\(gateway.pid)"], in: dir, timeoutNs: 60_000_000_000)
             guard zero.ok else { return failed(record, "callgrind_control --zero: \(zero.output)") }
-            let counted = try send(requests, to: url, loadCPUs: launch.loadCPUs, h2c: h2c)
+            let counted = try send(requests, to: url, loadCPUs: launch.loadCPUs, h2c: h2c, headers: headers)
             record.responses = counted.stats.counters.responses
+            try policy?.waitForAuditRecords(warmup + requests, in: dir)
             let dump = Tool.run([control, "--dump", "\(gateway.pid)"], in: dir, timeoutNs: 60_000_000_000)
             guard dump.ok else { return failed(record, "callgrind_control --dump: \(dump.output)") }
         } catch {

@@ -37,10 +37,13 @@ public struct GateFigures: Codable, Sendable, Equatable {
     public var h2c_instructions_per_request: Double?
     /// The same h2c requests through a gateway that speaks h2c to its provider too (`protocol: h2c`).
     public var h2c_upstream_instructions_per_request: Double?
+    /// The HTTP/1.1 requests through the full control layer, its audit writer thread included.
+    public var policy_instructions_per_request: Double?
 
     public init(throughput_ratio: Double? = nil, delta_p99_over_direct_p50: Double? = nil, cpu_per_request_ratio: Double? = nil,
                 allocations_per_request: Double? = nil, instructions_per_request: Double? = nil,
-                h2c_instructions_per_request: Double? = nil, h2c_upstream_instructions_per_request: Double? = nil) {
+                h2c_instructions_per_request: Double? = nil, h2c_upstream_instructions_per_request: Double? = nil,
+                policy_instructions_per_request: Double? = nil) {
         self.throughput_ratio = throughput_ratio
         self.delta_p99_over_direct_p50 = delta_p99_over_direct_p50
         self.cpu_per_request_ratio = cpu_per_request_ratio
@@ -48,6 +51,7 @@ public struct GateFigures: Codable, Sendable, Equatable {
         self.instructions_per_request = instructions_per_request
         self.h2c_instructions_per_request = h2c_instructions_per_request
         self.h2c_upstream_instructions_per_request = h2c_upstream_instructions_per_request
+        self.policy_instructions_per_request = policy_instructions_per_request
     }
 
     /// The figures by name, nil when not measured.
@@ -57,6 +61,7 @@ public struct GateFigures: Codable, Sendable, Equatable {
             "cpu_per_request_ratio": cpu_per_request_ratio, "allocations_per_request": allocations_per_request,
             "instructions_per_request": instructions_per_request, "h2c_instructions_per_request": h2c_instructions_per_request,
             "h2c_upstream_instructions_per_request": h2c_upstream_instructions_per_request,
+            "policy_instructions_per_request": policy_instructions_per_request,
         ]
     }
 
@@ -70,6 +75,7 @@ public struct GateFigures: Codable, Sendable, Equatable {
         try container.encode(instructions_per_request, forKey: .instructions_per_request)
         try container.encode(h2c_instructions_per_request, forKey: .h2c_instructions_per_request)
         try container.encode(h2c_upstream_instructions_per_request, forKey: .h2c_upstream_instructions_per_request)
+        try container.encode(policy_instructions_per_request, forKey: .policy_instructions_per_request)
     }
 }
 
@@ -127,6 +133,8 @@ public struct GateFigureSpec: Sendable {
                        meaning: "the same over h2c, 32 streams per connection (callgrind)"),
         GateFigureSpec(name: "h2c_upstream_instructions_per_request", higherIsBetter: false, tolerance: GateTolerance(relative: 0.03),
                        meaning: "the same h2c load with h2c to the provider too (callgrind)"),
+        GateFigureSpec(name: "policy_instructions_per_request", higherIsBetter: false, tolerance: GateTolerance(relative: 0.03),
+                       meaning: "the HTTP/1.1 load through the full control layer, audit writer included (callgrind)"),
     ]
 }
 

@@ -251,23 +251,32 @@ public final class SuiteRunner {
         var instructions: InstructionsRecord?
         var h2cInstructions: InstructionsRecord?
         var h2cUpstreamInstructions: InstructionsRecord?
+        var policyInstructions: InstructionsRecord?
         if options.wants("instructions") {
             // HTTP/1.1, then the same requests over h2c, then over h2c through a gateway that speaks h2c to gwmock too:
-            // each protocol's front, and the HTTP/2 path to the provider, has its own cost to hold.
+            // each protocol's front, and the HTTP/2 path to the provider, has its own cost to hold. Last, HTTP/1.1
+            // through the full control layer, its audit writer included: the cost issue 5's bar depends on.
             var upstreamLaunch = launch
             upstreamLaunch.configPath = workDir + "/gateway-h2c-upstream.yaml"
+            var policyLaunch = launch
+            policyLaunch.configPath = workDir + "/gateway-policy.yaml"
+            let policy = PolicyLoad(apiKey: SuiteRunner.policyKey, auditDatabase: workDir + "/policy-audit.db")
             do {
                 try Files.write(SuiteRunner.gatewayConfig(mockPort: mockPort, upstreamProtocol: "h2c"), to: upstreamLaunch.configPath)
+                try Files.write(SuiteRunner.policyGatewayConfig(mockPort: mockPort, auditDatabase: policy.auditDatabase),
+                                to: policyLaunch.configPath)
             } catch {
-                problems.append("instructions (h2c to the provider): \(error.description)")
+                problems.append("instructions (configurations): \(error.description)")
             }
-            let runs: [(name: String, launch: GatewayLaunch, h2c: Bool, folder: String)] = [
-                ("HTTP/1.1", launch, false, "callgrind"), ("h2c", launch, true, "callgrind-h2c"),
-                ("h2c, h2c to the provider", upstreamLaunch, true, "callgrind-h2c-upstream"),
+            let runs: [(name: String, launch: GatewayLaunch, h2c: Bool, folder: String, policy: PolicyLoad?)] = [
+                ("HTTP/1.1", launch, false, "callgrind", nil), ("h2c", launch, true, "callgrind-h2c", nil),
+                ("h2c, h2c to the provider", upstreamLaunch, true, "callgrind-h2c-upstream", nil),
+                ("HTTP/1.1, full policy", policyLaunch, false, "callgrind-policy", policy),
             ]
             for run in runs {
                 log("instructions per proxied request, \(run.name) (callgrind)")
-                let result = DeterministicRuns.instructions(launch: run.launch, h2c: run.h2c, folder: run.folder) { log($0) }
+                let result = DeterministicRuns.instructions(launch: run.launch, h2c: run.h2c, folder: run.folder,
+                                                            policy: run.policy) { log($0) }
                 if result.status == "failed" { problems.append("instructions (\(run.name)): \(result.note ?? "failed")") }
                 if result.status == "skipped" { log("instructions skipped: \(result.note ?? "")") }
                 if let status = result.gateway_exit_status, status != 0 {
@@ -276,7 +285,8 @@ public final class SuiteRunner {
                 switch run.folder {
                 case "callgrind": instructions = result
                 case "callgrind-h2c": h2cInstructions = result
-                default: h2cUpstreamInstructions = result
+                case "callgrind-h2c-upstream": h2cUpstreamInstructions = result
+                default: policyInstructions = result
                 }
             }
         }
@@ -299,7 +309,8 @@ public final class SuiteRunner {
         }
 
         var (gate, sources, notes) = gateFigures(scenarios: scenarios, instructions: instructions, h2cInstructions: h2cInstructions,
-                                                 h2cUpstreamInstructions: h2cUpstreamInstructions, allocations: allocations)
+                                                 h2cUpstreamInstructions: h2cUpstreamInstructions,
+                                                 policyInstructions: policyInstructions, allocations: allocations)
         if !options.wants("1") { notes.append("scenario 1 not run (--only): no throughput, latency or CPU figures") }
         if let busy = noise.first(where: { $0.window == "scenario 1" }), busy.busiest > 0.1 {
             notes.append("machine: other processes took \(busy.summary) of the CPUs during scenario 1: its figures (throughput, "
@@ -313,7 +324,7 @@ public final class SuiteRunner {
             binaries: ["gateway": options.binDir + "/gateway", "gwmock": options.binDir + "/gwmock", "gwbench": options.binDir + "/gwbench"],
             targets: targets, gate: gate, gate_sources: sources, gate_notes: notes, scenarios: scenarios,
             instructions: instructions, h2c_instructions: h2cInstructions, h2c_upstream_instructions: h2cUpstreamInstructions,
-            allocations: allocations, noise: noise, processes: exits,
+            policy_instructions: policyInstructions, allocations: allocations, noise: noise, processes: exits,
             problems: problems)
         let files = try write(report)
         if problems.isEmpty { removeWorkDir() } else { log("kept \(workDir) (logs of the run)") }
@@ -406,6 +417,31 @@ public final class SuiteRunner {
           - {name: mock, kind: openai, base_url: "http://127.0.0.1:\(mockPort)/v1", max_connections: 256, protocol: \(upstreamProtocol)}
         models:
           - {name: gpt-4o-mini, deployments: [{provider: mock, model: gpt-4o-mini}]}
+
+        """
+    }
+
+    /// The key the policy gateway's requests carry.
+    static let policyKey = "sk-gwbench-suite"
+
+    /// The full control layer in front of gwmock, as scripts/bench/policy-configs.sh writes it: a key and its group
+    /// with RPM, TPM and concurrency limits and budgets (far above the load, so every request is admitted and what
+    /// is measured is the bookkeeping), prices, the SQLite audit log at `auditDatabase`, and metrics (the admin
+    /// listener).
+    public static func policyGatewayConfig(mockPort: UInt16, auditDatabase: String) -> String {
+        """
+        # Written by gwbench suite: the full control layer in front of gwmock.
+        server: {listen: ["127.0.0.1:0"], threads: 1}
+        admin: {listen: "127.0.0.1:0", key_env: \(PolicyLoad.adminKeyVariable)}
+        store: {sqlite: "\(auditDatabase)"}
+        providers:
+          - {name: mock, kind: openai, base_url: "http://127.0.0.1:\(mockPort)/v1", max_connections: 256}
+        models:
+          - {name: gpt-4o-mini, price: {input_per_mtok: 0.15, output_per_mtok: 0.60}, deployments: [{provider: mock, model: gpt-4o-mini}]}
+        groups:
+          - {name: bench, models: ["gpt-*"], limits: {rpm: 100000000, tpm: 1000000000, concurrency: 10000}, budget: {usd: 1000000, period: monthly}}
+        keys:
+          - {name: bench, key: \(policyKey), groups: [bench], limits: {rpm: 100000000}, budget: {usd: 1000000, period: daily}}
 
         """
     }
@@ -882,7 +918,8 @@ public final class SuiteRunner {
     }
 
     func gateFigures(scenarios: [ScenarioRecord], instructions: InstructionsRecord?, h2cInstructions: InstructionsRecord? = nil,
-                     h2cUpstreamInstructions: InstructionsRecord? = nil, allocations: AllocationsRecord?)
+                     h2cUpstreamInstructions: InstructionsRecord? = nil, policyInstructions: InstructionsRecord? = nil,
+                     allocations: AllocationsRecord?)
         -> (GateFigures, [String: String], [String])
     {
         var gate = GateFigures()
@@ -904,6 +941,9 @@ public final class SuiteRunner {
                 + "\(DeterministicRuns.h2cStreams) streams each): the gateway's HTTP/2 front (nghttp2) before the same proxy path",
             "h2c_upstream_instructions_per_request": "as h2c_instructions_per_request, through a gateway whose provider has "
                 + "protocol: h2c: HTTP/2 on both sides",
+            "policy_instructions_per_request": "as instructions_per_request, through the full control layer (a key and "
+                + "its group with limits and budgets, prices, the SQLite audit log, metrics), every thread counted: the "
+                + "window starts after the warm-up's audit records are committed and ends when the counted requests' are",
         ]
         let overhead = scenarios.first { $0.number == 1 }
         if let throughput = outcomes["overhead-throughput"] {
@@ -935,6 +975,7 @@ public final class SuiteRunner {
         take(instructions, "instructions_per_request", \.instructions_per_request)
         take(h2cInstructions, "h2c_instructions_per_request", \.h2c_instructions_per_request)
         take(h2cUpstreamInstructions, "h2c_upstream_instructions_per_request", \.h2c_upstream_instructions_per_request)
+        take(policyInstructions, "policy_instructions_per_request", \.policy_instructions_per_request)
         if let allocations {
             gate.allocations_per_request = allocations.allocations_per_request
             if gate.allocations_per_request == nil { notes.append("allocations_per_request: \(allocations.status): \(allocations.note ?? "")") }
@@ -977,7 +1018,8 @@ public final class SuiteRunner {
             let file = SuiteScenarioFile(kind: "suite-instructions", date: report.date, command: report.command, machine: report.machine,
                                          arrangement: report.arrangement, instructions: instructions,
                                          h2c_instructions: report.h2c_instructions,
-                                         h2c_upstream_instructions: report.h2c_upstream_instructions)
+                                         h2c_upstream_instructions: report.h2c_upstream_instructions,
+                                         policy_instructions: report.policy_instructions)
             try save(try encode(file), "\(report.date)-instructions.json")
         }
         if let allocations = report.allocations {

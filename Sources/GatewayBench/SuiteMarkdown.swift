@@ -92,6 +92,8 @@ public enum SuiteMarkdown {
             }
             another(report.h2c_upstream_instructions, "Over h2c through a gateway with h2c to gwmock as well (`protocol: h2c`)",
                     short: "h2c to the provider")
+            another(report.policy_instructions, "HTTP/1.1 through the full control layer (a key and its group with limits "
+                        + "and budgets, the SQLite audit log, metrics; the audit writer thread counted)", short: "full policy")
         } else {
             md.append("_not asked for_")
         }

@@ -7,7 +7,7 @@ import Testing
     static let baselineFigures = GateFigures(
         throughput_ratio: 0.90, delta_p99_over_direct_p50: 4.0, cpu_per_request_ratio: 2.0,
         allocations_per_request: 0.001, instructions_per_request: 17_000, h2c_instructions_per_request: 34_000,
-        h2c_upstream_instructions_per_request: 54_000)
+        h2c_upstream_instructions_per_request: 54_000, policy_instructions_per_request: 35_000)
 
     static func document(_ figures: GateFigures, extra: String = "") throws -> GateDocument {
         let gate = try JSONOutput.encode(figures)
@@ -38,6 +38,7 @@ import Testing
         current.instructions_per_request = 17_500  // +2.9% of +3%
         current.h2c_instructions_per_request = 34_980  // +2.9% of +3%
         current.h2c_upstream_instructions_per_request = 55_550  // +2.9% of +3%
+        current.policy_instructions_per_request = 36_000  // +2.9% of +3%
         let verdicts = GateCheck.verdicts(baseline: try GateTests.document(GateTests.baselineFigures),
                                           current: try GateTests.document(current))
         #expect(verdicts.allSatisfy { $0.outcome == .ok }, "\(verdicts)")
@@ -53,6 +54,7 @@ import Testing
             ("instructions_per_request", { $0.instructions_per_request = 17_600 }),
             ("h2c_instructions_per_request", { $0.h2c_instructions_per_request = 35_100 }),
             ("h2c_upstream_instructions_per_request", { $0.h2c_upstream_instructions_per_request = 55_700 }),
+            ("policy_instructions_per_request", { $0.policy_instructions_per_request = 36_100 }),
         ]
         for (name, change) in worse {
             var current = GateTests.baselineFigures
@@ -76,6 +78,7 @@ import Testing
         let verdicts = GateCheck.verdicts(baseline: old, current: try GateTests.document(GateTests.baselineFigures))
         #expect(try GateTests.verdict("h2c_instructions_per_request", verdicts).outcome == .noBaseline)
         #expect(try GateTests.verdict("h2c_upstream_instructions_per_request", verdicts).outcome == .noBaseline)
+        #expect(try GateTests.verdict("policy_instructions_per_request", verdicts).outcome == .noBaseline)
         #expect(GateCheck.passed(verdicts))
     }
 
