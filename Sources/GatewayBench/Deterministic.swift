@@ -28,9 +28,8 @@ public struct GatewayLaunch: Sendable {
 public struct PolicyLoad: Sendable {
     public var apiKey: String
     public var auditDatabase: String
-    /// The admin listener's key, from the environment as the config schema wants it.
-    static let adminKeyVariable = "GWBENCH_SUITE_ADMIN_KEY"
-    var environment: [String: String] { [PolicyLoad.adminKeyVariable: "gwbench-suite-admin"] }
+    /// The gateway's environment: its admin key (`SuiteRunner.policyConfig`).
+    var environment: [String: String] { SuiteRunner.adminKeyEnvironment }
 
     public init(apiKey: String, auditDatabase: String) {
         self.apiKey = apiKey

@@ -260,10 +260,11 @@ public final class SuiteRunner {
             upstreamLaunch.configPath = workDir + "/gateway-h2c-upstream.yaml"
             var policyLaunch = launch
             policyLaunch.configPath = workDir + "/gateway-policy.yaml"
-            let policy = PolicyLoad(apiKey: SuiteRunner.policyKey, auditDatabase: workDir + "/policy-audit.db")
+            // Its own file: scenario 6's policy gateway has already filled workDir/policy-audit.db.
+            let policy = PolicyLoad(apiKey: SuiteRunner.suiteKey, auditDatabase: workDir + "/callgrind-policy-audit.db")
             do {
                 try Files.write(SuiteRunner.gatewayConfig(mockPort: mockPort, upstreamProtocol: "h2c"), to: upstreamLaunch.configPath)
-                try Files.write(SuiteRunner.policyGatewayConfig(mockPort: mockPort, auditDatabase: policy.auditDatabase),
+                try Files.write(SuiteRunner.policyConfig(mockPort: mockPort, auditDatabase: policy.auditDatabase),
                                 to: policyLaunch.configPath)
             } catch {
                 problems.append("instructions (configurations): \(error.description)")
@@ -417,31 +418,6 @@ public final class SuiteRunner {
           - {name: mock, kind: openai, base_url: "http://127.0.0.1:\(mockPort)/v1", max_connections: 256, protocol: \(upstreamProtocol)}
         models:
           - {name: gpt-4o-mini, deployments: [{provider: mock, model: gpt-4o-mini}]}
-
-        """
-    }
-
-    /// The key the policy gateway's requests carry.
-    static let policyKey = "sk-gwbench-suite"
-
-    /// The full control layer in front of gwmock, as scripts/bench/policy-configs.sh writes it: a key and its group
-    /// with RPM, TPM and concurrency limits and budgets (far above the load, so every request is admitted and what
-    /// is measured is the bookkeeping), prices, the SQLite audit log at `auditDatabase`, and metrics (the admin
-    /// listener).
-    public static func policyGatewayConfig(mockPort: UInt16, auditDatabase: String) -> String {
-        """
-        # Written by gwbench suite: the full control layer in front of gwmock.
-        server: {listen: ["127.0.0.1:0"], threads: 1}
-        admin: {listen: "127.0.0.1:0", key_env: \(PolicyLoad.adminKeyVariable)}
-        store: {sqlite: "\(auditDatabase)"}
-        providers:
-          - {name: mock, kind: openai, base_url: "http://127.0.0.1:\(mockPort)/v1", max_connections: 256}
-        models:
-          - {name: gpt-4o-mini, price: {input_per_mtok: 0.15, output_per_mtok: 0.60}, deployments: [{provider: mock, model: gpt-4o-mini}]}
-        groups:
-          - {name: bench, models: ["gpt-*"], limits: {rpm: 100000000, tpm: 1000000000, concurrency: 10000}, budget: {usd: 1000000, period: monthly}}
-        keys:
-          - {name: bench, key: \(policyKey), groups: [bench], limits: {rpm: 100000000}, budget: {usd: 1000000, period: daily}}
 
         """
     }
@@ -668,13 +644,17 @@ public final class SuiteRunner {
 
     static let suiteKey = "sk-suite-bench"
 
+    /// The admin key of the suite's policy gateways, given in this environment variable.
+    static let adminKeyEnvironment = ["GWBENCH_ADMIN_KEY": "gwbench-suite-admin"]
+
     /// The full control layer: a key and a group with limits and budgets far above the load (so every request is
-    /// admitted and the work measured is the bookkeeping), the SQLite audit log and metrics (the admin listener).
-    func policyConfig(mockPort: UInt16) -> String {
+    /// admitted and the work measured is the bookkeeping), the SQLite audit log and metrics (the admin listener,
+    /// its key in `adminKeyEnvironment`).
+    static func policyConfig(mockPort: UInt16, auditDatabase: String) -> String {
         """
         server: {listen: ["127.0.0.1:0"], threads: 1}
         admin: {listen: "127.0.0.1:0", key_env: GWBENCH_ADMIN_KEY}
-        store: {sqlite: \(workDir)/policy-audit.db}
+        store: {sqlite: "\(auditDatabase)"}
         providers: [{name: mock, base_url: "http://127.0.0.1:\(mockPort)/v1", max_connections: 256}]
         models: [{name: gpt-4o-mini, price: {input_per_mtok: 0.15, output_per_mtok: 0.60}, deployments: [{provider: mock}]}]
         groups:
@@ -691,7 +671,7 @@ public final class SuiteRunner {
         do { try Files.write(config, to: path) } catch { throw SuiteError(error.description) }
         let process = try ChildProcess.spawn(
             name: name, executable: options.binDir + "/gateway", arguments: ["serve", "--config", path],
-            environment: ["GWBENCH_ADMIN_KEY": "gwbench-suite-admin"], directory: workDir, logPath: workDir + "/\(name).log",
+            environment: SuiteRunner.adminKeyEnvironment, directory: workDir, logPath: workDir + "/\(name).log",
             pin: pin)
         let url: String
         do {
@@ -718,7 +698,8 @@ public final class SuiteRunner {
 
     /// Scenario 6: the bare proxy against the full policy, closed loop, in one interleaved run.
     func policyScenario() throws(SuiteError) -> [ScenarioPoint] {
-        try withScenarioGateway("policy", config: policyConfig(mockPort: mockPort)) { url, pid throws(SuiteError) in
+        let config = SuiteRunner.policyConfig(mockPort: mockPort, auditDatabase: workDir + "/policy-audit.db")
+        return try withScenarioGateway("policy", config: config) { url, pid throws(SuiteError) in
             let options = try compareOptions(connections: profile.connections, promptBytes: 300, durationNs: profile.sweepDurationNs,
                                              warmupNs: profile.pointWarmupNs, rounds: profile.pointRounds,
                                              extra: ("policy", url, pid), apiKey: SuiteRunner.suiteKey)
@@ -751,7 +732,8 @@ public final class SuiteRunner {
     /// Scenario 8: a closed-loop flood of requests with an invalid key at the policy gateway: how many rejections per
     /// second and at what CPU per rejection, and that gwmock received none of them.
     func keyFloodScenario() throws(SuiteError) -> String {
-        try withScenarioGateway("key-flood", config: policyConfig(mockPort: mockPort)) { url, pid throws(SuiteError) in
+        let config = SuiteRunner.policyConfig(mockPort: mockPort, auditDatabase: workDir + "/policy-audit.db")
+        return try withScenarioGateway("key-flood", config: config) { url, pid throws(SuiteError) in
             let before = try mockRequestCount()
             var spec = RequestSpec()
             spec.apiKey = "sk-not-a-valid-key-0123456789"

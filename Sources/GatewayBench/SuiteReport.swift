@@ -117,7 +117,7 @@ public struct SuiteReport: Codable, Sendable, Equatable {
     public var h2c_instructions: InstructionsRecord?
     /// The h2c requests through a gateway with `protocol: h2c` to gwmock.
     public var h2c_upstream_instructions: InstructionsRecord?
-    /// HTTP/1.1 requests through the full control layer (`SuiteRunner.policyGatewayConfig`).
+    /// HTTP/1.1 requests through the full control layer (`SuiteRunner.policyConfig`).
     public var policy_instructions: InstructionsRecord?
     public var allocations: AllocationsRecord?
     /// How much of each CPU other processes took while the noisy figures were measured.
