@@ -107,8 +107,9 @@ def test_requests_share_connections_up_to_the_stream_limit(h2_mock, start_gatewa
     assert stats["h2"]["connections"] == 1 and stats["h2"]["max_concurrent"] > 1, stats["h2"]
 
     # A provider that allows 4 streams: never more than 4 on a connection, so at least 8 connections for 32 clients,
-    # and at most max_connections (12).
-    tight = h2_mock("--h2-max-streams", "4")
+    # and at most max_connections (12). Each answer takes 5 ms, so that all 32 clients are in flight at once (without
+    # it a fast run had at most 28 outstanding and needed only 7 connections).
+    tight = h2_mock("--h2-max-streams", "4", "--latency-ms", "5")
     gateway = start_gateway(config(tight.url, "h2c", max_connections=12))
     succeeded(h2load(gateway.url, body, "--h1", "-c", "32", "-n", "3000"), 3000)
     stats = mock_stats(tight)
