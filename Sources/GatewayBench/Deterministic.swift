@@ -25,16 +25,11 @@ public struct GatewayLaunch: Sendable {
 /// commits in batches on its own thread; `waitForAuditRecords` waits until the log holds a given number of records,
 /// so that a callgrind window holds the writing of exactly its own requests' records. The count is read by an
 /// outside process (python3's sqlite3), which the window does not see.
-public struct PolicyLoad: Sendable {
-    public var apiKey: String
-    public var auditDatabase: String
+struct PolicyLoad {
+    var apiKey: String
+    var auditDatabase: String
     /// The gateway's environment: its admin key (`SuiteRunner.policyConfig`).
     var environment: [String: String] { SuiteRunner.adminKeyEnvironment }
-
-    public init(apiKey: String, auditDatabase: String) {
-        self.apiKey = apiKey
-        self.auditDatabase = auditDatabase
-    }
 
     func waitForAuditRecords(_ count: Int, in directory: String, timeoutNs: UInt64 = 120_000_000_000) throws(SuiteError) {
         guard let python = Tool.find("python3") else { throw SuiteError("python3 is needed to read the audit log's count") }

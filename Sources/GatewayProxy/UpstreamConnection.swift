@@ -108,9 +108,6 @@ protocol UpstreamChannel: AnyObject {
     func cancel()
 }
 
-/// Where the parts of an HTTP/1.1 request head the gateway rendered are, as offsets from its first byte: what an
-/// HTTP/2 stream needs to make HEADERS fields from it (`UpstreamH2Stream`). `fields` are the fields it forwards, in
-/// order, without Host (`authority` is Host's value) and without hop-by-hop fields.
 /// What rendering a request head tells about where its parts went (`ClientConnection.renderUpstreamHead`).
 protocol HeadLayoutNotes {
     func noteMethod(count: Int32)
@@ -132,7 +129,10 @@ struct NoHeadLayout: HeadLayoutNotes {
     @inline(__always) func noteHeadLength(_ length: Int) {}
 }
 
-final class RequestHeadLayout : HeadLayoutNotes {
+/// Where the parts of an HTTP/1.1 request head the gateway rendered are, as offsets from its first byte: what an
+/// HTTP/2 stream needs to make HEADERS fields from it (`UpstreamH2Stream`). `fields` are the fields it forwards, in
+/// order, without Host (`authority` is Host's value) and without hop-by-hop fields.
+final class RequestHeadLayout: HeadLayoutNotes {
     /// The most fields a layout holds: the client's forwarded fields (at most `HTTPHeadParser.maxFields`) and the
     /// ones the gateway adds. A head with more is parsed instead (`fields` is then nil).
     static let capacity = HTTPHeadParser.maxFields + 8
