@@ -14,6 +14,9 @@ final class AuditWriter: @unchecked Sendable {
     private let insertGroup: SQLiteStatement
     private let insertTag: SQLiteStatement
     private let saveSpillState: SQLiteStatement
+    private let widenBlock: SQLiteStatement
+    /// The `audit_blocks` row being gathered for the rows inserted last: its block and the bounds of their start.
+    private var block: (number: Int64, minStartNs: Int64, maxStartNs: Int64)?
     private let spill: SpillFile
     /// The text of the row being inserted, bound in place.
     private let rowText = RowText()
@@ -70,6 +73,11 @@ final class AuditWriter: @unchecked Sendable {
         insertGroup = try db.prepare("INSERT OR IGNORE INTO audit_groups (audit_id, grp) VALUES (?1, ?2)")
         insertTag = try db.prepare("INSERT OR IGNORE INTO audit_tags (audit_id, tag) VALUES (?1, ?2)")
         saveSpillState = try db.prepare("INSERT OR REPLACE INTO spill_state (id, generation, offset) VALUES (1, ?1, ?2)")
+        widenBlock = try db.prepare("""
+            INSERT INTO audit_blocks (block, min_start_ns, max_start_ns) VALUES (?1, ?2, ?3)
+            ON CONFLICT (block) DO UPDATE SET min_start_ns = min(min_start_ns, excluded.min_start_ns),
+                max_start_ns = max(max_start_ns, excluded.max_start_ns)
+            """)
 
         let stored = try db.prepare("SELECT generation, offset FROM spill_state WHERE id = 1")
         let storedState: (Int64, Int64)? = try stored.step() ? (stored.int64(0), stored.int64(1)) : nil
@@ -236,6 +244,7 @@ final class AuditWriter: @unchecked Sendable {
     /// Inserts records in order: each run of up to `rowsPerInsert` records that need no side-table rows in as few
     /// multi-row statements as its length has bits, the others one by one.
     private func insert(_ records: ArraySlice<AuditRecord>) throws {
+        block = nil
         // Through a pointer: handing `records[i]` to a function copies the record, a retain and a release per string.
         try records.withUnsafeBufferPointer { buffer in
             guard let base = buffer.baseAddress else { return }
@@ -259,10 +268,35 @@ final class AuditWriter: @unchecked Sendable {
                         bindRow(statement, base + i, offset: Int32((i - index) * AuditWriter.columns))
                     }
                     try statement.runKeepingBindings()
+                    // One writer, inside one transaction: the rows of a statement took consecutive ids.
+                    let firstID = db.lastInsertRowID - Int64(rows.count - 1)
+                    for i in rows { try noteBlock(id: firstID + Int64(i - index), startNs: (base + i).pointee.startNs) }
                     index = rows.upperBound
                 }
             }
         }
+        try flushBlock()
+    }
+
+    /// Widens the gathered block by one row, writing out the previous block when the row starts a new one.
+    @inline(__always)
+    private func noteBlock(id: Int64, startNs: Int64) throws {
+        let number = id >> Schema.blockShift
+        if let current = block, current.number == number {
+            block = (number, min(current.minStartNs, startNs), max(current.maxStartNs, startNs))
+            return
+        }
+        try flushBlock()
+        block = (number, startNs, startNs)
+    }
+
+    private func flushBlock() throws {
+        guard let current = block else { return }
+        block = nil
+        widenBlock.bind(1, current.number)
+        widenBlock.bind(2, current.minStartNs)
+        widenBlock.bind(3, current.maxStartNs)
+        try widenBlock.run()
     }
 
     /// One record, with its side-table rows.
@@ -270,8 +304,9 @@ final class AuditWriter: @unchecked Sendable {
         rowText.begin(reserving: AuditWriter.textBytes(record))
         bindRow(insertAudit, record, offset: 0)
         try insertAudit.runKeepingBindings()
-        guard let side = AuditWriter.sideRows(record.pointee) else { return }
         let rowID = db.lastInsertRowID
+        try noteBlock(id: rowID, startNs: record.pointee.startNs)
+        guard let side = AuditWriter.sideRows(record.pointee) else { return }
         for group in side.groups {
             insertGroup.bind(1, rowID)
             insertGroup.bindStatic(2, rowText.add(group))
@@ -432,7 +467,8 @@ final class AuditWriter: @unchecked Sendable {
             let select = try db.prepare("""
                 INSERT INTO temp.prune_ids (id)
                 SELECT a.id FROM audit a
-                WHERE a.start_ns < ?1
+                WHERE a.id <= \(Schema.idRange(since: "-9223372036854775808", until: "?1").high)
+                  AND a.start_ns < ?1
                   AND a.start_ns < ?2 - COALESCE(
                       (SELECT MAX(r.days) FROM audit_groups g JOIN temp.retention_groups r ON r.grp = g.grp
                        WHERE g.audit_id = a.id AND instr(a.groups, ',') > 0),
@@ -453,6 +489,8 @@ final class AuditWriter: @unchecked Sendable {
                             DELETE FROM audit_groups WHERE audit_id IN (SELECT id FROM temp.prune_ids);
                             DELETE FROM audit_tags WHERE audit_id IN (SELECT id FROM temp.prune_ids);
                             DELETE FROM audit WHERE id IN (SELECT id FROM temp.prune_ids);
+                            DELETE FROM audit_blocks
+                            WHERE block < COALESCE((SELECT MIN(id) FROM audit) >> \(Schema.blockShift), 9223372036854775807);
                             """)
                     }
                     try db.exec("DELETE FROM temp.prune_ids")

@@ -66,16 +66,17 @@ extension Store {
         let bound = sinceNs.overflow ? (unixSeconds < 0 ? Int64.min : Int64.max) : sinceNs.partialValue
         return try withConnection { db in
             var byKey: [String: Int64] = [:]
+            let ids = Schema.idRange(since: "?1", until: "9223372036854775807")
             let keys = try db.prepare("""
                 SELECT key_id, SUM(cost_micro_usd) FROM audit
-                WHERE start_ns >= ?1 AND key_id IS NOT NULL GROUP BY key_id
+                WHERE id BETWEEN \(ids.low) AND \(ids.high) AND start_ns >= ?1 AND key_id IS NOT NULL GROUP BY key_id
                 """)
             keys.bind(1, bound)
             while try keys.step() { byKey[keys.text(0)] = keys.int64(1) }
             var byGroup: [String: Int64] = [:]
             let groups = try db.prepare("""
                 SELECT \(Schema.recordGroup), SUM(a.cost_micro_usd) FROM \(Schema.recordGroups)
-                WHERE a.start_ns >= ?1 AND a.groups <> '' GROUP BY 1
+                WHERE a.id BETWEEN \(ids.low) AND \(ids.high) AND a.start_ns >= ?1 AND a.groups <> '' GROUP BY 1
                 """)
             groups.bind(1, bound)
             while try groups.step() { byGroup[groups.text(0)] = groups.int64(1) }
@@ -115,11 +116,12 @@ extension Store {
             value = "COALESCE(d.tag, '')"
             name = "NULL"
         }
+        let ids = Schema.idRange(since: "?1", until: "?2")
         let sql = """
             SELECT \(value) AS v, \(name), COUNT(*), SUM(a.prompt_tokens), SUM(a.completion_tokens),
                 SUM(a.cost_micro_usd), SUM(a.status >= 400)
             FROM \(from)
-            WHERE a.start_ns >= ?1 AND a.start_ns < ?2
+            WHERE a.id BETWEEN \(ids.low) AND \(ids.high) AND a.start_ns >= ?1 AND a.start_ns < ?2
             GROUP BY v
             ORDER BY SUM(a.cost_micro_usd) DESC, COUNT(*) DESC, v
             """
@@ -161,7 +163,7 @@ extension Store {
         until: Int64? = nil,
         includeBodies: Bool = false
     ) throws -> [AuditRecord] {
-        var conditions = ["start_ns >= ?1", "start_ns < ?2"]
+        var conditions = ["id BETWEEN ?8 AND ?9", "start_ns >= ?1", "start_ns < ?2"]
         if key != nil { conditions.append("(key_id = ?3 OR key_name = ?3)") }
         if model != nil { conditions.append("(requested_model = ?4 OR deployment = ?4)") }
         if status != nil { conditions.append("status BETWEEN ?5 AND ?6") }
@@ -174,51 +176,85 @@ extension Store {
             ORDER BY start_ns DESC, id DESC LIMIT ?7
             """
         let bounds = Store.nsBounds(since: since, until: until)
+        let limit = min(max(limit, 1), 10_000)
         return try withConnection { db in
+            // The blocks that may hold rows in the range, newest first, and the latest start in each suffix of them.
+            let blockQuery = try db.prepare("""
+                SELECT block, max_start_ns FROM audit_blocks WHERE max_start_ns >= ?1 AND min_start_ns < ?2 ORDER BY block DESC
+                """)
+            blockQuery.bind(1, bounds.since)
+            blockQuery.bind(2, bounds.until)
+            var blocks: [Int64] = []
+            var latestStart: [Int64] = []
+            while try blockQuery.step() {
+                blocks.append(blockQuery.int64(0))
+                latestStart.append(blockQuery.int64(1))
+            }
+            guard !blocks.isEmpty else { return [] }
+            var latestStartFrom = latestStart + [Int64.min]
+            for i in stride(from: blocks.count - 1, through: 0, by: -1) {
+                latestStartFrom[i] = max(latestStartFrom[i], latestStartFrom[i + 1])
+            }
+            // Newest first over a window of the newest blocks, widened until no row outside it can rank: rows below
+            // the window have smaller ids, so one that starts at the same time as the last row taken ranks after it.
             let s = try db.prepare(sql)
-            s.bind(1, bounds.since)
-            s.bind(2, bounds.until)
-            if let key { s.bind(3, key) }
-            if let model { s.bind(4, model) }
-            switch status {
-            case let .exact(code)?: s.bind(5, code); s.bind(6, code)
-            case let .range(low, high)?: s.bind(5, low); s.bind(6, high)
-            case nil: break
+            var window = 1
+            while true {
+                let covered = min(window, blocks.count)
+                s.reset()
+                s.bind(1, bounds.since)
+                s.bind(2, bounds.until)
+                if let key { s.bind(3, key) }
+                if let model { s.bind(4, model) }
+                switch status {
+                case let .exact(code)?: s.bind(5, code); s.bind(6, code)
+                case let .range(low, high)?: s.bind(5, low); s.bind(6, high)
+                case nil: break
+                }
+                s.bind(7, limit)
+                s.bind(8, blocks[covered - 1] << Schema.blockShift)
+                s.bind(9, ((blocks[0] + 1) << Schema.blockShift) - 1)
+                let records = try Store.readLogRows(s)
+                if covered == blocks.count { return records }
+                if records.count == limit, latestStartFrom[covered] <= records[limit - 1].startNs { return records }
+                window *= 4
             }
-            s.bind(7, min(max(limit, 1), 10_000))
-            var records: [AuditRecord] = []
-            while try s.step() {
-                records.append(AuditRecord(
-                    requestID: s.text(0),
-                    keyID: s.optionalText(1),
-                    keyName: s.optionalText(2),
-                    groups: AuditRecord.splitList(s.text(3)),
-                    tags: s.text(4),
-                    clientAddress: s.text(5),
-                    startNs: s.int64(6),
-                    endNs: s.int64(7),
-                    totalLatencyUs: s.int64(8),
-                    upstreamLatencyUs: s.int64(9),
-                    overheadUs: s.int64(10),
-                    ttfbUs: s.int64(11),
-                    requestedModel: s.text(12),
-                    deployment: s.text(13),
-                    attempts: s.int(14),
-                    status: s.int(15),
-                    errorCode: s.optionalText(16),
-                    promptTokens: s.int(17),
-                    completionTokens: s.int(18),
-                    costMicroUSD: s.int64(19),
-                    streamed: s.int(20) != 0,
-                    bytesIn: s.int64(21),
-                    bytesOut: s.int64(22),
-                    requestBody: s.optionalText(23),
-                    responseBody: s.optionalText(24)
-                ))
-                records[records.count - 1].attemptLog = s.optionalText(25)
-            }
-            return records
         }
+    }
+
+    private static func readLogRows(_ s: SQLiteStatement) throws -> [AuditRecord] {
+        var records: [AuditRecord] = []
+        while try s.step() {
+            records.append(AuditRecord(
+                requestID: s.text(0),
+                keyID: s.optionalText(1),
+                keyName: s.optionalText(2),
+                groups: AuditRecord.splitList(s.text(3)),
+                tags: s.text(4),
+                clientAddress: s.text(5),
+                startNs: s.int64(6),
+                endNs: s.int64(7),
+                totalLatencyUs: s.int64(8),
+                upstreamLatencyUs: s.int64(9),
+                overheadUs: s.int64(10),
+                ttfbUs: s.int64(11),
+                requestedModel: s.text(12),
+                deployment: s.text(13),
+                attempts: s.int(14),
+                status: s.int(15),
+                errorCode: s.optionalText(16),
+                promptTokens: s.int(17),
+                completionTokens: s.int(18),
+                costMicroUSD: s.int64(19),
+                streamed: s.int(20) != 0,
+                bytesIn: s.int64(21),
+                bytesOut: s.int64(22),
+                requestBody: s.optionalText(23),
+                responseBody: s.optionalText(24)
+            ))
+            records[records.count - 1].attemptLog = s.optionalText(25)
+        }
+        return records
     }
 
     /// The number of audit rows (for tests and `gateway report` summaries).

@@ -1,9 +1,13 @@
 /// The store's tables. Every connection runs `Schema.prepare` on open; each statement is idempotent.
 ///
-/// - `audit`: one row per client request, with one index, on `start_ns` (every report and retention run reads a
-///   time range). Each index is a B-tree insert per request on the writer thread; the key and model indexes of
-///   schema 1 are dropped: the logs filters (`key_id = ? OR key_name = ?`, `requested_model = ? OR deployment = ?`)
-///   could not use them, and the reports group a whole time range anyway.
+/// - `audit`: one row per client request, and no index: an index is a B-tree insert per request on the writer
+///   thread (about 3,900 of the 14,600 instructions SQLite spends per row, scripts/bench-sqlite-insert-cost.sh).
+///   Time ranges go through `audit_blocks` instead, a block range index (as PostgreSQL's BRIN): for each block of
+///   4,096 consecutive ids, the earliest and latest `start_ns` in it. Ids follow the order in which records were
+///   written, which is close to start order, so a time range maps to a short id range (`idRange`), read by rowid.
+///   The writer keeps the blocks up to date in the transaction that inserts the rows; a block's bounds may be wider
+///   than its rows after retention, never narrower. The key and model indexes of schema 1 and the `start_ns` index
+///   of schema 2 are dropped.
 ///   `groups` and `tags` keep the record's text for `logs()`;
 ///   `audit_groups` and `audit_tags` hold one row per group and per `k=v` pair so that spend and usage per group or
 ///   per tag are plain SQL aggregates (a record in two groups counts toward both). A record in a single group (the
@@ -16,7 +20,10 @@
 ///   the imported rows, so that a crash neither loses nor duplicates spilled records.
 enum Schema {
     /// 2: `audit.attempt_log` (the failed attempts before the final one, when a request failed over).
-    static let version: Int64 = 2
+    /// 3: `audit_blocks` replaces the `start_ns` index.
+    static let version: Int64 = 3
+    /// Ids per `audit_blocks` row, as a shift: block = id >> blockShift.
+    static let blockShift = 12
 
     static let statements = """
         CREATE TABLE IF NOT EXISTS audit (
@@ -48,7 +55,11 @@ enum Schema {
             request_body TEXT,
             response_body TEXT
         );
-        CREATE INDEX IF NOT EXISTS audit_start ON audit(start_ns);
+        CREATE TABLE IF NOT EXISTS audit_blocks (
+            block INTEGER PRIMARY KEY,
+            min_start_ns INTEGER NOT NULL,
+            max_start_ns INTEGER NOT NULL
+        );
         DROP INDEX IF EXISTS audit_key;
         DROP INDEX IF EXISTS audit_model;
         CREATE TABLE IF NOT EXISTS audit_groups (
@@ -108,7 +119,29 @@ enum Schema {
             // A file of schema 1: the column goes at the end (the INSERT names its columns).
             try db.exec("ALTER TABLE audit ADD COLUMN attempt_log TEXT")
         }
-        if current < version { try db.exec("PRAGMA user_version = \(version)") }
+        if current < version {
+            // The blocks of the rows already there, once, in one transaction that also sets the version: another
+            // connection opening the file at the same time waits for it, then finds the version current.
+            try db.transaction {
+                guard try (db.scalarInt("PRAGMA user_version") ?? 0) < version else { return }
+                try db.exec("""
+                    DROP INDEX IF EXISTS audit_start;
+                    INSERT OR REPLACE INTO audit_blocks (block, min_start_ns, max_start_ns)
+                        SELECT id >> \(blockShift), MIN(start_ns), MAX(start_ns) FROM audit GROUP BY 1;
+                    PRAGMA user_version = \(version);
+                    """)
+            }
+        }
+    }
+
+    /// SQL for the bounds of an id range that holds every `audit` row whose `start_ns` is in [`since`, `until`), given
+    /// as SQL expressions (parameters): a superset, so the query keeps its own `start_ns` conditions.
+    /// An empty range (no block overlaps) comes out as 0...-1.
+    static func idRange(since: String, until: String) -> (low: String, high: String) {
+        (
+            "(SELECT COALESCE(MIN(block), 0) FROM audit_blocks WHERE max_start_ns >= \(since) AND min_start_ns < \(until)) << \(blockShift)",
+            "(((SELECT COALESCE(MAX(block), -1) FROM audit_blocks WHERE max_start_ns >= \(since) AND min_start_ns < \(until)) + 1) << \(blockShift)) - 1"
+        )
     }
 
     private static func hasColumn(_ db: SQLiteConnection, table: String, column: String) throws -> Bool {
