@@ -1,3 +1,5 @@
+import GatewayIO
+
 /// The store's tables. Every connection runs `Schema.prepare` on open; each statement is idempotent.
 ///
 /// - `audit`: one row per client request, and no index: an index is a B-tree insert per request on the writer
@@ -124,6 +126,9 @@ enum Schema {
             // connection opening the file at the same time waits for it, then finds the version current.
             try db.transaction {
                 guard try (db.scalarInt("PRAGMA user_version") ?? 0) < version else { return }
+                // About half a second per million rows, once. MAX(id) is a bound on the rows read at no cost.
+                let lastID = try db.scalarInt("SELECT MAX(id) FROM audit") ?? 0
+                if lastID > 0 { Log.info("audit store: upgrading to schema \(version): block ranges for up to \(lastID) audit rows") }
                 try db.exec("""
                     DROP INDEX IF EXISTS audit_start;
                     INSERT OR REPLACE INTO audit_blocks (block, min_start_ns, max_start_ns)
