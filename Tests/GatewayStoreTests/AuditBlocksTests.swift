@@ -5,16 +5,23 @@ import Testing
 /// The audit table has no time index: time ranges go through `audit_blocks` (see `Schema`). These tests check the
 /// reports against a plain scan of what was written, with records that start out of order across many blocks.
 @Suite struct AuditBlocksTests {
-    /// 10,000 records (three blocks of 4,096 ids), mostly in start order, with stragglers: every 97th started an
-    /// hour before its neighbours (a long request that finished late) and every 389th a minute after.
+    /// 10,000 records (three blocks of 4,096 ids), mostly in start order, with stragglers: every 97th in the first
+    /// and the last block started an hour before its neighbours (a long request that finished late), and every 389th
+    /// a minute after. The middle block has no early straggler, so that its bounds are tight at its first id. All but one in 50
+    /// need no side-table rows, so that most are written by the multi-row INSERTs and block edges fall inside them.
     private static func records() -> [AuditRecord] {
         let base: Int64 = 1_750_000_000 * 1_000_000_000
         return (0..<10_000).map { i in
             var start = base + Int64(i) * 1_000_000_000
-            if i % 97 == 0 { start -= 3_600 * 1_000_000_000 }
+            if i % 97 == 0 && (i < 3_000 || i > 9_000) { start -= 3_600 * 1_000_000_000 }
             if i % 389 == 0 { start += 60 * 1_000_000_000 }
             if i % 1000 == 500 { start = base + Int64(i - 1) * 1_000_000_000 }  // a tie with its neighbour
-            return sampleRecord(i, startNs: start, body: false)
+            var record = sampleRecord(i, startNs: start, body: false)
+            if i % 50 != 0 {
+                record.tags = ""
+                record.groups = ["team-b"]
+            }
+            return record
         }
     }
 
@@ -41,6 +48,16 @@ import Testing
         let store = try Store(path: path)
         let blocks = try store.withConnection { try $0.scalarInt("SELECT COUNT(*) FROM audit_blocks") }
         #expect(blocks == 3)
+        // Every block's bounds hold its rows' starts (they may be wider, never narrower).
+        let narrower = try store.withConnection {
+            try $0.scalarInt("""
+                SELECT COUNT(*) FROM (SELECT id >> \(Schema.blockShift) AS block, MIN(start_ns) AS low,
+                    MAX(start_ns) AS high FROM audit GROUP BY 1) r
+                LEFT JOIN audit_blocks b USING (block)
+                WHERE b.block IS NULL OR b.min_start_ns > r.low OR b.max_start_ns < r.high
+                """)
+        }
+        #expect(narrower == 0)
         let indexes = try store.withConnection {
             try $0.scalarInt("SELECT COUNT(*) FROM sqlite_master WHERE type = 'index' AND tbl_name = 'audit'")
         }
@@ -52,8 +69,10 @@ import Testing
 
         // Windows that cut through blocks, with and without a filter.
         let base = written[0].startNs / 1_000_000_000
+        // One-second windows at the records with the first and last ids of a block (ids start at 1).
+        let edges = [4_094, 4_095, 4_096, 8_190, 8_191, 8_192].map { (base + Int64($0), base + Int64($0) + 1) }
         for (since, until) in [(base + 100, base + 200), (base + 4_000, base + 4_200), (base - 3_600, base + 10),
-                               (base + 9_990, base + 20_000)] {
+                               (base + 9_990, base + 20_000)] + edges {
             let inWindow = all.filter { $0.startNs >= since * 1_000_000_000 && $0.startNs < until * 1_000_000_000 }
             #expect(try store.logs(limit: 30, since: since, until: until).map(\.requestID)
                     == inWindow.prefix(30).map(\.requestID))
