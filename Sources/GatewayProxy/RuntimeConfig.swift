@@ -54,6 +54,7 @@ public final class RuntimeConfig: Sendable {
         _ config: GatewayConfiguration, policy: PolicySnapshot? = nil, labels: MetricsLabels = MetricsLabels(),
         previous: RuntimeConfig? = nil
     ) throws {
+        try RuntimeConfig.refuseUnsupportedStores(config.store)
         source = config
         self.policy = policy ?? PolicySnapshot(
             config: config, apiKeys: [], apiGroups: [], environment: [:], counters: PolicyCounters())
@@ -295,5 +296,23 @@ public final class ModelRoute: Sendable {
         self.strategy = strategy
         self.retry = retry
         self.fallbacks = fallbacks
+    }
+}
+
+extension RuntimeConfig {
+    /// DESIGN.md's schema has `store.postgres` and `store.redis` for replicas; this build has neither client. Run
+    /// without them, the gateway would write no audit record (no SQLite file either) and keep its counters per
+    /// process: refused by name instead, so that `gateway check`, start-up and reload all say so.
+    static func refuseUnsupportedStores(_ store: StoreSettings) throws {
+        var problems: [ConfigError.Problem] = []
+        if store.postgres != nil {
+            problems.append(.init(field: "store.postgres", message:
+                "PostgreSQL is not supported by this build: audit records would go nowhere; use store.sqlite (the embedded default)"))
+        }
+        if store.redis != nil {
+            problems.append(.init(field: "store.redis", message:
+                "Redis is not supported by this build: rate-limit and budget counters would not be shared; remove it and run one replica"))
+        }
+        if !problems.isEmpty { throw ConfigError(problems: problems) }
     }
 }

@@ -39,6 +39,9 @@ BROKEN = {
     "bad price": (lambda c: c["models"][0]["price"].update(input_per_mtok=-1), "models[0].price.input_per_mtok"),
     "duplicate model": (lambda c: c["models"].append(dict(c["models"][0])), "models[4].name"),
     "unknown group of a key": (lambda c: c["keys"][0]["groups"].append("missing"), "keys[0].groups[1]"),
+    # In DESIGN.md's schema, but without a client in this build: refused rather than silently ignored.
+    "postgres store": (lambda c: c.update(store={"postgres": "postgres://gw@127.0.0.1/gateway"}), "store.postgres"),
+    "redis store": (lambda c: c["store"].update(redis="redis://127.0.0.1:6379"), "store.redis"),
 }
 
 
@@ -79,3 +82,17 @@ def test_all_errors_are_reported_at_once(tmp_path):
 
     output = (lambda r: r.stdout + r.stderr)(check(path))
     assert "server.bogus" in output and "models[0].price.output_per_mtok" in output, output
+
+
+def test_serve_refuses_a_store_it_cannot_write_to(tmp_path):
+    # Started with store.postgres, the gateway would have written no audit record at all.
+    config = policy_config(9, tmp_path / "db.sqlite", groups=[{"name": "g", "models": ["gpt-4o-mini"]}],
+                           keys=[{"name": "k", "key": "sk-k", "groups": ["g"]}])
+    config["store"] = {"postgres": "postgres://gw@127.0.0.1/gateway"}
+    path = tmp_path / "postgres.yaml"
+    path.write_text(json.dumps(config))
+    result = subprocess.run([str(executable("gateway")), "serve", "--config", str(path)],
+                            capture_output=True, text=True, timeout=30, cwd=tmp_path)
+    assert result.returncode != 0, result.stdout + result.stderr
+    assert "store.postgres" in result.stderr, result.stderr
+    assert not (tmp_path / "gateway.db").exists()
