@@ -286,7 +286,8 @@ final class UpstreamH2Connection: EventHandler, HTTP2SessionDelegate, TimerTarge
             let list = writers
             writers.removeAll(keepingCapacity: true)
             for slot in list {
-                guard let stream = streams[slot] else { continue }
+                // An exchange woken here may have closed the connection (its lists are empty then).
+                guard slot < streams.count, let stream = streams[slot] else { continue }
                 if stream.hasPendingOutput { writers.append(slot) } else { stream.exchange?.upstreamWritable() }
             }
         }
@@ -471,14 +472,20 @@ final class UpstreamH2Connection: EventHandler, HTTP2SessionDelegate, TimerTarge
             session.outbound.releaseAll()
         }
         session = nil
+        // The streams hold this connection strongly: without them it can go.
+        streams.removeAll()
+        freeSlots.removeAll()
+        spare.removeAll()
         pool.connectionClosed(self)
     }
 }
 
 /// One request on an `UpstreamH2Connection`, presented to its exchange as an `UpstreamChannel`.
 final class UpstreamH2Stream: UpstreamChannel {
-    /// Unowned: the connection keeps its streams (in use and spare), and tells every exchange before it goes.
-    unowned let connection: UpstreamH2Connection
+    /// Strong, as a `let`: each use of an unowned reference cost a checked retain and a release. The connection
+    /// keeps its streams (in use and spare) and tells every exchange before it goes; `close` empties its lists,
+    /// which ends the cycle.
+    let connection: UpstreamH2Connection
     /// The connection's loop and buffer pools, held here: each use through the unowned `connection` cost a checked
     /// retain and a release.
     let loop: EventLoop
