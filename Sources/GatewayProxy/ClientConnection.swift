@@ -30,7 +30,7 @@ protocol ClientStreamTransport: AnyObject {
     func writeResponse(_ out: inout OutboundQueue) -> OutboundQueue.FlushResult
     /// Takes a proxied response's head as fields, before any of its body is written. - Returns: false when the
     /// head must come as HTTP/1.1 bytes through `writeResponse` instead.
-    func writeResponseHead(_ head: ProxiedResponseHead) -> Bool
+    func writeResponseHead(_ head: ProxiedResponseHead, upstream: HTTPHeadParser) -> Bool
     /// Whether the exchange wants request bytes now (false: backpressure, leave them unread).
     func readInterestChanged(_ wantsRead: Bool)
     /// The exchange is over: its response was written, or it was abandoned before its end.
@@ -38,16 +38,16 @@ protocol ClientStreamTransport: AnyObject {
 }
 
 /// The head of a proxied response, as the client is to get it: the upstream's status and end-to-end fields
-/// (`ClientConnection.forwardsResponseField`), a `retry-after: 1` when a 429 lacks one, then the gateway's own fields.
-/// The body bytes written after it are framed as `framing` says, chunks as the upstream sent them. Valid only
-/// during the call it is passed to.
+/// (`ClientConnection.forwardsResponseField`, from the parser passed beside it), a `retry-after: 1` when a 429 lacks
+/// one, then the gateway's own fields. The body bytes written after it are framed as `framing` says, chunks as the
+/// upstream sent them. Valid only during the call it is passed to. It holds no object references: the parser goes
+/// as a parameter and the label as bytes, so that building it costs no reference counting.
 struct ProxiedResponseHead {
-    let upstream: HTTPHeadParser
     let framing: ResponseFraming
     let addRetryAfter: Bool
     let rateLimits: RateLimitHeaders?
     let requestID: UnsafeRawBufferPointer
-    let deploymentLabel: [UInt8]?
+    let deploymentLabel: UnsafeRawBufferPointer?
     let attempts: Int
 }
 
@@ -1277,10 +1277,13 @@ final class ClientConnection: EventHandler, UpstreamExchange, TimerTarget {
         // An HTTP/2 stream takes the head as fields: rendered as HTTP/1.1 here, it would only be parsed again.
         var direct = false
         if let stream, out.isEmpty {
-            direct = stream.writeResponseHead(ProxiedResponseHead(
-                upstream: parser, framing: framing, addRetryAfter: addRetryAfter, rateLimits: rateLimits,
-                requestID: UnsafeRawBufferPointer(start: requestID, count: requestIDCount),
-                deploymentLabel: deployment?.label, attempts: attempts))
+            func write(_ label: UnsafeRawBufferPointer?) -> Bool {
+                stream.writeResponseHead(ProxiedResponseHead(
+                    framing: framing, addRetryAfter: addRetryAfter, rateLimits: rateLimits,
+                    requestID: UnsafeRawBufferPointer(start: requestID, count: requestIDCount),
+                    deploymentLabel: label, attempts: attempts), upstream: parser)
+            }
+            if let deployment { direct = deployment.label.withUnsafeBytes { write($0) } } else { direct = write(nil) }
         }
         // The HTTP/1.1 text, also when only its size is wanted (the record's bytes out).
         guard !direct || record.active else { return }

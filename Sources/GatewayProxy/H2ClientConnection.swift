@@ -677,11 +677,10 @@ final class H2Stream: ClientStreamTransport {
     }
 
     /// A proxied response's head, given as fields (see `ProxiedResponseHead`): submitted as HEADERS at once.
-    func writeResponseHead(_ response: ProxiedResponseHead) -> Bool {
+    func writeResponseHead(_ response: ProxiedResponseHead, upstream parser: HTTPHeadParser) -> Bool {
         // A head already begun as bytes, or after a head: the bytes path keeps its own order.
         guard !headDone, !head.isAllocated || head.readableBytes == 0 else { return false }
         if streamClosed || responseComplete { return true }  // nobody to send to: dropped, as its bytes would be
-        let parser = response.upstream
         let block = connection.headers
         block.removeAll()
         block.add(":status", decimal: parser.status)
@@ -708,13 +707,10 @@ final class H2Stream: ClientStreamTransport {
         let status = parser.status
         let framing = response.framing
         let attempts = response.attempts
-        // The label's bytes must stay valid until nghttp2 has copied them, in submit.
-        func submit(_ label: UnsafeRawBufferPointer?) {
-            if let label { block.add("x-gateway-deployment", value: label) }
-            block.add("x-gateway-attempts", decimal: attempts)
-            startResponse(status: status, framing: framing, block)
-        }
-        if let label = response.deploymentLabel { label.withUnsafeBytes { submit($0) } } else { submit(nil) }
+        // The label's bytes stay valid until nghttp2 has copied them, in startResponse (the caller holds them).
+        if let label = response.deploymentLabel { block.add("x-gateway-deployment", value: label) }
+        block.add("x-gateway-attempts", decimal: attempts)
+        startResponse(status: status, framing: framing, block)
         headDone = true
         return true
     }
