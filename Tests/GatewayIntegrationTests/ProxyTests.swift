@@ -28,6 +28,23 @@ struct ProxyTests {
         #expect(echoed.header("x-request-id") == "my-id-42")
     }
 
+    @Test("generated request ids: gw- and 12 base-32 digits (15 bytes, a string stored inline), all different")
+    func generatedRequestIDs() throws {
+        let fixture = try GatewayFixture.start()
+        defer { fixture.stop() }
+        let client = try fixture.client()
+        let body = chatBody(bytes: 300)
+        var seen = Set<String>()
+        for _ in 0..<500 {
+            let id = try #require(try client.send(HTTPRequest.post("/v1/chat/completions", body: body)).header("x-request-id"))
+            #expect(id.utf8.count == 15 && id.hasPrefix("gw-"))
+            #expect(id.utf8.dropFirst(3).allSatisfy { (UInt8(ascii: "0")...UInt8(ascii: "9")).contains($0)
+                || (UInt8(ascii: "a")...UInt8(ascii: "v")).contains($0) }, "\(id)")
+            seen.insert(id)
+        }
+        #expect(seen.count == 500)
+    }
+
     @Test("the upstream sees hop-by-hop headers removed, its own key, X-Forwarded-For and the renamed model")
     func rewritesTheRequest() throws {
         let echo = try EchoUpstream()
