@@ -185,13 +185,13 @@ extension Store {
             blockQuery.bind(1, bounds.since)
             blockQuery.bind(2, bounds.until)
             var blocks: [Int64] = []
-            var latestStart: [Int64] = []
+            var latestStartFrom: [Int64] = []
             while try blockQuery.step() {
                 blocks.append(blockQuery.int64(0))
-                latestStart.append(blockQuery.int64(1))
+                latestStartFrom.append(blockQuery.int64(1))
             }
             guard !blocks.isEmpty else { return [] }
-            var latestStartFrom = latestStart + [Int64.min]
+            latestStartFrom.append(.min)
             for i in stride(from: blocks.count - 1, through: 0, by: -1) {
                 latestStartFrom[i] = max(latestStartFrom[i], latestStartFrom[i + 1])
             }
